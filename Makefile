@@ -37,7 +37,7 @@ bench: venv deps
 	$(BIN)/python -m tools.bench
 
 demo: venv deps
-	$(BIN)/evsectl demo
+	$(BIN)/python -m tools.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache build

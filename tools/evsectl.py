@@ -1,0 +1,109 @@
+"""evsectl: the host command for evse-agent (release, verify, serve, virtual boards, fleet)."""
+import argparse
+import sys
+
+
+def _cmd_keygen(a):
+    from tools import keys
+    pem, pub, raw = keys.keygen(a.name, force=a.force)
+    print("signing key : %s  (keep it secret; imgtool-compatible PEM)" % pem)
+    print("public key  : %s  (raw 32 bytes; goes into the board's /trust/keys.bin)" % pub)
+    print("key hash    : %s" % keys.keyhash(raw).hex()[:16])
+    return 0
+
+
+def _cmd_release(a):
+    from tools import release
+    return release.main(a)
+
+
+def _cmd_verify(a):
+    from tools import verify
+    return verify.main(a)
+
+
+def _cmd_serve(a):
+    from tools import serve
+    return serve.main([a.dir, "--host", a.host, "--port", str(a.port)])
+
+
+def _cmd_vboard(a):
+    from tools import vboard
+    return vboard.main(a.args)
+
+
+def _not_yet(name, issue):
+    def run(a):
+        sys.stderr.write("evsectl %s: not available in this version yet (tracked in issue %d)\n" % (name, issue))
+        return 2
+    return run
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="evsectl", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("keygen", help="create an Ed25519 signing key and the raw public key boards trust",
+                       description="Write NAME.pem (imgtool-compatible Ed25519 private key) and NAME.pub "
+                                   "(raw 32-byte public key for the board's /trust/keys.bin).")
+    s.add_argument("name", help="base path, e.g. keys/release")
+    s.add_argument("--force", action="store_true", help="overwrite existing files")
+    s.set_defaults(fn=_cmd_keygen)
+
+    s = sub.add_parser("release", help="compile, bundle and sign a firmware release (MCUboot image)",
+                       description="Compile firmware/ with mpy-cross, bundle and compress it, sign it with "
+                                   "imgtool (version, security counter, board TLV 0x00A0); write IMAGE.img "
+                                   "and IMAGE.json.")
+    s.add_argument("--key", required=True, help="signing key (PEM from `evsectl keygen`)")
+    s.add_argument("--version", required=True, help="MAJOR.MINOR.REVISION[+BUILD]")
+    s.add_argument("--board", required=True, help="board id the image is for (e.g. esp32, rp2, sim)")
+    s.add_argument("--security-counter", type=int, default=None, help="anti-rollback counter (default: none)")
+    s.add_argument("--src", default="firmware", help="package directory to release (default: firmware)")
+    s.add_argument("--out", default="build", help="output directory (default: build)")
+    s.add_argument("--no-mpy", action="store_true", help="ship .py sources instead of .mpy bytecode")
+    s.add_argument("--no-compress", action="store_true", help="store files uncompressed")
+    s.set_defaults(fn=_cmd_release)
+
+    s = sub.add_parser("verify", help="check a signed image the way a board does",
+                       description="Run the device's own image verification (inside the MicroPython unix "
+                                   "port) on IMAGE against the trusted keys, and print what it found.")
+    s.add_argument("image")
+    s.add_argument("--key", action="append", required=True, help="trusted key (.pub raw, or PEM); repeatable")
+    s.add_argument("--board", default=None, help="expected board id")
+    s.set_defaults(fn=_cmd_verify)
+
+    s = sub.add_parser("serve", help="serve release files over HTTP with Range support (development)",
+                       description="A small HTTP server with Range support for development and the demo.")
+    s.add_argument("dir")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(fn=_cmd_serve)
+
+    s = sub.add_parser("vboard", help="run a virtual charger board on the MicroPython unix port",
+                       description="Run a virtual board (LittleFS flash image, simulated vehicle and grid, "
+                                   "control channel, mpremote over a pty). `evsectl vboard --help` for options.",
+                       add_help=False)
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=_cmd_vboard)
+
+    for name, issue, text in (("deploy", 5, "put the bootstrap, a release, keys and config on a board (mpremote)"),
+                              ("rollout", 5, "roll a release out to a fleet in stages over MQTT"),
+                              ("monitor", 5, "live table of the fleet")):
+        s = sub.add_parser(name, help=text + " [not yet available]", description=text + ". Not available yet.")
+        s.set_defaults(fn=_not_yet(name, issue))
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
+    a = p.parse_args(argv)
+    try:
+        return a.fn(a) or 0
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        sys.stderr.write("evsectl %s: error: %s\n" % (a.cmd, e))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
