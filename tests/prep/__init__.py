@@ -1,0 +1,1 @@
+"""CPython fixture generators for device tests (see tests/conftest.py, prep=...)."""
