@@ -1,0 +1,314 @@
+# mptest: heapsize=160K
+# (compiling evse.py + commands.py + config.py + this module from source peaks above
+#  96K; the memory of the built agent is measured in the bench)
+# firmware/commands.py: one reply per command with an id; refused commands change nothing.
+from firmware.evse import Evse, Sense   # first: the largest module to compile from source
+import os
+import json
+import mptest
+from firmware import config
+from firmware.commands import Commands, MAX_PAYLOAD
+
+_dir = None
+_MUT = ("set_limit", "pause", "resume", "authorize", "stop_session", "clear_faults")
+
+
+def _rm(path):
+    for ent in os.ilistdir(path):
+        p = path + "/" + ent[0]
+        if ent[1] == 0x4000:
+            _rm(p)
+        else:
+            os.remove(p)
+    os.rmdir(path)
+
+
+def setup():
+    global _dir
+    _dir = "/tmp/evse-cmd-%d" % (int.from_bytes(os.urandom(4), "little"))
+    os.mkdir(_dir)
+    config.update(_dir, {"mqtt": {"user": "u", "password": "hunter2"}})
+
+
+def teardown():
+    _rm(_dir)
+
+
+class Recorder:
+    """A real Evse; records the state-changing calls that completed."""
+
+    def __init__(self, evse=None):
+        self.e = evse or Evse(32)
+        self.calls = []
+
+    def __getattr__(self, name):
+        f = getattr(self.e, name)
+        if name not in _MUT:
+            return f
+
+        def call(*a):
+            r = f(*a)
+            self.calls.append((name,) + a)
+            return r
+        return call
+
+
+class Updater:
+    def __init__(self, fail=None):
+        self.requests = []
+        self.fail = fail
+
+    def start(self, req):
+        if self.fail:
+            raise ValueError(self.fail)
+        self.requests.append(req)
+        return "Accepted"
+
+
+def _cfg_bytes():
+    with open(_dir + "/config.json", "rb") as f:
+        return f.read()
+
+
+def _make(**kw):
+    ev = Recorder()
+    kw.setdefault("root", _dir)
+    return ev, Commands(ev, **kw)
+
+
+def test_set_limit_applies_with_ttl():
+    ev, c = _make()
+    mptest.eq(c.handle("set_limit", b'{"id": "a1", "amps": 10, "ttl": 60}'), {"id": "a1", "ok": True})
+    mptest.eq(ev.calls, [("set_limit", "remote", 10, 60000)])
+    mptest.eq(c.handle("set_limit", b'{"id": 7, "amps": null}'), {"id": 7, "ok": True})
+    mptest.eq(ev.calls[-1], ("set_limit", "remote", None, None))
+
+
+def test_set_limit_reaches_the_charging_core():
+    ev, c = _make()
+    e = ev.e
+    t = 0
+    s = Sense(cp_high_mv=9000, cp_low_mv=None)
+    for _ in range(5):
+        t += 100
+        e.step(t, s)
+    c.handle("set_limit", b'{"id": 1, "amps": 10}')
+    s.cp_low_mv = -12000
+    s.cp_high_mv = 6000
+    for _ in range(100):
+        t += 100
+        cmd = e.step(t, s)
+        s.relay_closed = cmd.relay
+    mptest.eq(cmd.state, "C")
+    mptest.eq(cmd.current_a, 10)
+    mptest.eq(cmd.source, "remote")
+
+
+def test_simple_commands():
+    ev, c = _make()
+    for name, want in (("pause", ("pause",)), ("resume", ("resume",)), ("clear_faults", ("clear_faults",))):
+        mptest.eq(c.handle(name, b'{"id": "x"}'), {"id": "x", "ok": True}, name)
+        mptest.eq(ev.calls[-1], want)
+    mptest.eq(c.handle("authorize", b'{"id": "x", "tag": "04A1B2"}'), {"id": "x", "ok": True})
+    mptest.eq(ev.calls[-1], ("authorize", "04A1B2"))
+    mptest.eq(c.handle("stop_session", b'{"id": "x"}'), {"id": "x", "ok": True, "stopped": False})
+    mptest.eq(ev.calls[-1], ("stop_session", "remote"))
+
+
+def test_refused_commands_change_nothing():
+    up = Updater()
+    resets = []
+    changed = []
+    ev, c = _make(updater=up, on_reset=resets.append, config_changed=changed.append)
+    before = _cfg_bytes()
+    cases = (
+        ("set_limit", b'{"id": 1, "amps": 81}', "amps must be a number 0..80"),
+        ("set_limit", b'{"id": 1, "amps": -1}', "amps"),
+        ("set_limit", b'{"id": 1, "amps": "16"}', "amps"),
+        ("set_limit", b'{"id": 1, "amps": true}', "amps"),
+        ("set_limit", b'{"id": 1, "amps": 1e999}', "amps"),
+        ("set_limit", b'{"id": 1}', "missing field: amps"),
+        ("set_limit", b'{"id": 1, "amps": 10, "ttl": 0}', "ttl"),
+        ("set_limit", b'{"id": 1, "amps": 10, "ttl": "60"}', "ttl"),
+        ("set_limit", b'{"id": 1, "amps": 10, "volts": 230}', "unknown field: volts"),
+        ("pause", b'{"id": 1, "now": true}', "unknown field: now"),
+        ("authorize", b'{"id": 1, "tag": 42}', "tag"),
+        ("authorize", b'{"id": 1, "tag": ""}', "tag"),
+        ("stop_session", b'{"id": 1, "reason": 3}', "reason"),
+        ("launch", b'{"id": 1}', "unknown command: launch"),
+        ("set_config", b'{"id": 1, "changes": {"max_current_a": 200}}', "max_current_a"),
+        ("set_config", b'{"id": 1, "changes": {"board": "esp32"}}', "read-only: board"),
+        ("set_config", b'{"id": 1, "changes": {"device_id": "x"}}', "read-only: device_id"),
+        ("set_config", b'{"id": 1, "changes": {"nope": 1}}', "unknown key: nope"),
+        ("set_config", b'{"id": 1, "changes": []}', "changes must be an object"),
+        ("set_config", b'{"id": 1}', "changes must be an object"),
+        ("reset", b'{"id": 1, "type": "warm"}', "type must be one of"),
+        ("update_firmware", b'{"id": 1, "requestId": 5}', "missing field: location"),
+        ("update_firmware", b'{"id": 1, "requestId": "5", "firmware": {"location": "http://x/a.bin", '
+                            b'"retrieveDateTime": "2030-01-01T00:00:00Z"}}', "requestId"),
+        ("update_firmware", b'{"id": 1, "requestId": 5, "firmware": {"location": "http://x/a.bin", '
+                            b'"retrieveDateTime": "2030-01-01T00:00:00Z", "colour": 1}}', "unknown field: firmware.colour"),
+        ("update_firmware", b'{"id": 1, "requestId": 5, "firmware": 3}', "firmware must be an object"),
+        ("update_firmware", b'{"id": 1, "requestId": 5, "retries": -1, "firmware": {"location": "http://x", '
+                            b'"retrieveDateTime": "2030-01-01T00:00:00Z"}}', "retries"),
+        ("pause", b'{"id": 1, "amps": 10}', "unknown field: amps"),
+        ("pause", b'[1, 2]', None),
+        ("pause", b'{"id": 1,', "malformed JSON"),
+        ("pause", b'{"id": 1, 2: 3}', "bad field name"),
+    )
+    for name, payload, err in cases:
+        r = c.handle(name, payload)
+        if err is None:
+            mptest.eq(r, None, name, payload)
+            continue
+        mptest.true(r is not None and r["id"] == 1 and r["ok"] is False, name, payload, r)
+        mptest.true(err in r["error"], name, payload, r)
+        mptest.eq(sorted(r), ["error", "id", "ok"])
+    mptest.eq(ev.calls, [])
+    mptest.eq(up.requests, [])
+    mptest.eq(resets, [])
+    mptest.eq(changed, [])
+    mptest.eq(_cfg_bytes(), before)
+    mptest.eq(c.refused, len(cases))
+
+
+def test_refused_by_the_charging_core():
+    ev, c = _make()
+    for i in range(8):   # the core holds a bounded number of limit sources: fill them
+        ev.e.set_limit("src%d" % i, 16)
+    r = c.handle("set_limit", b'{"id": "q", "amps": 10}')
+    mptest.eq(r["ok"], False, r)
+    mptest.true("limit" in r["error"], r)
+    mptest.eq(ev.calls, [])
+
+
+def test_no_or_bad_id_means_no_reply_and_no_action():
+    ev, c = _make()
+    for p in (b'{"amps": 10}', b'{"id": true, "amps": 10}', b'{"id": 1.5, "amps": 10}',
+              b'{"id": "", "amps": 10}', b'{"id": null, "amps": 10}', b'{"id": [1], "amps": 10}',
+              b'{"id": "' + b"x" * 65 + b'", "amps": 10}', b'{"id": 99999999999999999999, "amps": 10}'):
+        mptest.eq(c.handle("set_limit", p), None, p)
+    mptest.eq(ev.calls, [])
+    mptest.eq(c.unanswered, 8)
+    mptest.eq(c.handle("set_limit", b'{"id": "' + b"x" * 64 + b'", "amps": 10}')["ok"], True)
+
+
+def test_malformed_json_gets_error_with_scanned_id():
+    ev, c = _make()
+    for p, rid in ((b'{"id": "c-9", "amps": 1', "c-9"), (b'{"id":17,"amps":1', 17), (b'{"id": -3 x', -3),
+                   (b'\xff\xfe{"id": "u"', "u"), (b'{"id": "\xff"}', None), (b'garbage', None),
+                   (b'{"id": 1.5, ', None), (b'', None)):
+        r = c.handle("set_limit", p)
+        if rid is None:
+            mptest.eq(r, None, p)
+        else:
+            mptest.eq(r, {"id": rid, "ok": False, "error": "malformed JSON"}, p)
+    mptest.eq(ev.calls, [])
+
+
+def test_oversize_refused_before_parsing():
+    ev, c = _make()
+    pad = b" " * (MAX_PAYLOAD + 10)
+    r = c.handle("set_limit", b'{"id": "big", "amps": 10}' + pad)   # valid JSON, but too large
+    mptest.eq(r["id"], "big")
+    mptest.eq(r["ok"], False)
+    mptest.true("too large" in r["error"], r)
+    r = c.handle("pause", b'{"id": 5, ' + b"[" * 5000)
+    mptest.eq((r["id"], r["ok"]), (5, False))
+    mptest.eq(c.handle("pause", b"x" * 5000), None)
+    mptest.eq(ev.calls, [])
+    mptest.eq(c.handle("set_limit", (b'{"id": "ok", "amps": 10}' + b" " * MAX_PAYLOAD)[:MAX_PAYLOAD])["ok"], True)
+
+
+def test_get_config_hides_password():
+    ev, c = _make()
+    r = c.handle("get_config", b'{"id": "g"}')
+    mptest.eq(r["ok"], True)
+    mptest.eq(r["config"]["mqtt"]["user"], "u")
+    mptest.eq(r["config"]["mqtt"]["password"], config.REDACTED)
+    mptest.true("hunter2" not in json.dumps(r))
+    mptest.eq(r["config"]["max_current_a"], 32)
+
+
+def test_set_config_persists_and_notifies():
+    changed = []
+    ev, c = _make(config_changed=changed.append)
+    r = c.handle("set_config", b'{"id": "s", "changes": {"telemetry_ms": 5000, "mqtt": {"keepalive": 30}}}')
+    mptest.eq(r, {"id": "s", "ok": True})
+    cfg = config.load(_dir)
+    mptest.eq(cfg["telemetry_ms"], 5000)
+    mptest.eq(cfg["mqtt"]["keepalive"], 30)
+    mptest.eq(cfg["mqtt"]["password"], "hunter2")   # untouched fields kept
+    mptest.eq(len(changed), 1)
+    mptest.eq(changed[0]["telemetry_ms"], 5000)
+
+
+def test_reset_calls_hook_after_the_reply():
+    seen = []
+    c = None
+
+    def on_reset(kind):
+        seen.append((kind, c.handled, c.refused))
+    ev, c = _make(on_reset=on_reset)
+    mptest.eq(c.handle("reset", b'{"id": "r"}'), {"id": "r", "ok": True})
+    mptest.eq(seen, [("soft", 1, 0)])
+    mptest.eq(c.handle("reset", b'{"id": "r2", "type": "hard"}'), {"id": "r2", "ok": True})
+    mptest.eq(seen[-1][0], "hard")
+    ev, c2 = _make()
+    r = c2.handle("reset", b'{"id": "r3"}')
+    mptest.eq((r["ok"], r["error"]), (False, "reset not available"))
+
+
+def test_reset_without_id_does_not_reset():
+    seen = []
+    ev, c = _make(on_reset=seen.append)
+    mptest.eq(c.handle("reset", b'{}'), None)
+    mptest.eq(seen, [])
+
+
+def test_update_firmware_passes_ocpp_request():
+    up = Updater()
+    ev, c = _make(updater=up)
+    r = c.handle("update_firmware", json.dumps({
+        "id": "u1", "requestId": 42, "retries": 3, "retryInterval": 60,
+        "firmware": {"location": "https://fw.example/evse-1.2.0.bin", "retrieveDateTime": "2030-01-01T00:00:00Z",
+                     "installDateTime": "2030-01-02T03:00:00Z", "signingCertificate": "-", "signature": "-"}}))
+    mptest.eq(r, {"id": "u1", "ok": True})
+    req = up.requests[0]
+    mptest.eq(req["requestId"], 42)
+    mptest.eq(req["location"], "https://fw.example/evse-1.2.0.bin")
+    mptest.eq(req["retrieveDateTime"], "2030-01-01T00:00:00Z")
+    mptest.eq(req["installDateTime"], "2030-01-02T03:00:00Z")
+    mptest.eq((req["retries"], req["retryInterval"]), (3, 60))
+    r = c.handle("update_firmware", b'{"id": "u2", "requestId": 43, "location": "http://h/f.bin", '
+                                    b'"retrieveDateTime": "2030-01-01T00:00:00Z"}')
+    mptest.eq(r["ok"], True)
+    mptest.eq(up.requests[1], {"requestId": 43, "location": "http://h/f.bin",
+                               "retrieveDateTime": "2030-01-01T00:00:00Z"})
+
+
+def test_update_firmware_refusals():
+    good = b'{"id": "u", "requestId": 1, "location": "http://h/f.bin", "retrieveDateTime": "2030-01-01T00:00:00Z"}'
+    ev, c = _make(updater=Updater(fail="busy: an installed update awaits reboot"))
+    r = c.handle("update_firmware", good)
+    mptest.eq(r, {"id": "u", "ok": False, "error": "busy: an installed update awaits reboot"})
+    ev, c = _make()
+    r = c.handle("update_firmware", good)
+    mptest.eq(r["error"], "firmware update not available")
+    up = Updater()
+    ev, c = _make(updater=up)
+    r = c.handle("update_firmware", b'{"id": "u", "requestId": 1, "location": "http://h/f.bin", '
+                                    b'"retrieveDateTime": "x", "firmware": {"location": "http://h/g.bin"}}')
+    mptest.eq(r["error"], "location given twice")
+    mptest.eq(up.requests, [])
+
+
+def test_bug_in_a_dependency_is_reported_not_raised():
+    class Broken:
+        def pause(self):
+            raise RuntimeError("boom")
+    c = Commands(Broken(), root=_dir)
+    r = c.handle("pause", b'{"id": 1}')
+    mptest.eq(r, {"id": 1, "ok": False, "error": "internal error: RuntimeError"})
+    mptest.eq(c.handle(None, b'{"id": 1}')["error"], "unknown command: None")
+    mptest.eq(c.handle("pause", None)["ok"] if c.handle("pause", None) else None, None)

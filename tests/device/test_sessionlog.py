@@ -1,0 +1,184 @@
+# firmware/sessionlog.py: durable, bounded queue of finished sessions.
+import os
+import mptest
+from firmware.sessionlog import SessionLog
+
+_dir = None
+
+
+def _rm(path):
+    for ent in os.ilistdir(path):
+        p = path + "/" + ent[0]
+        if ent[1] == 0x4000:
+            _rm(p)
+        else:
+            os.remove(p)
+    os.rmdir(path)
+
+
+def setup():
+    global _dir
+    _dir = "/tmp/evse-slog-%d" % (int.from_bytes(os.urandom(4), "little"))
+    os.mkdir(_dir)
+
+
+def teardown():
+    _rm(_dir)
+
+
+def _rec(i):
+    return {"id": i, "start_ms": i * 1000, "stop_ms": i * 1000 + 500, "reason": "ev", "energy_wh": i * 10,
+            "tag": None}
+
+
+def _segments():
+    return sorted(n for n in os.listdir(_dir + "/sessions") if n.endswith(".log"))
+
+
+def test_fifo_with_ack():
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 0)
+    mptest.eq(log.peek(), None)
+    mptest.eq(log.ack(), False)
+    for i in range(3):
+        log.append(_rec(i))
+    mptest.eq(len(log), 3)
+    r = log.peek()
+    mptest.eq(r["id"], 0)
+    mptest.eq(r["seq"], 1)
+    mptest.eq(log.peek()["id"], 0)          # peek does not remove
+    mptest.true(log.ack(1))
+    mptest.eq(log.pop()["id"], 1)
+    mptest.eq(len(log), 1)
+    seq, line = log.peek_line()
+    mptest.eq(seq, 3)
+    mptest.true(line.startswith(b"{") and b'"id": 2' in line, line)
+
+
+def test_ack_of_another_seq_is_ignored():
+    log = SessionLog(_dir)
+    log.append(_rec(0))
+    log.append(_rec(1))
+    mptest.eq(log.ack(2), False)            # not the head: nothing removed
+    mptest.eq(len(log), 2)
+    mptest.eq(log.peek()["id"], 0)
+
+
+def test_records_survive_reboot():
+    log = SessionLog(_dir)
+    for i in range(11):                     # spans two segments
+        log.append(_rec(i))
+    log.ack()
+    log.ack()
+    del log
+    log = SessionLog(_dir)                  # "reboot": a new object over the same files
+    mptest.eq(len(log), 9)
+    mptest.eq(log.peek()["id"], 2)
+    mptest.eq(log.append(_rec(99)), 12)     # sequence numbers continue
+    got = []
+    while len(log):
+        got.append(log.pop()["id"])
+    mptest.eq(got, list(range(2, 11)) + [99])
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 0)
+    mptest.eq(log.append(_rec(5)), 13)      # still monotonic after everything was delivered
+
+
+def test_full_log_drops_oldest():
+    log = SessionLog(_dir, max_records=5)
+    for i in range(8):
+        log.append(_rec(i))
+    mptest.eq(len(log), 5)
+    mptest.eq(log.dropped, 3)
+    mptest.eq([log.pop()["id"] for _ in range(5)], [3, 4, 5, 6, 7])
+    log = SessionLog(_dir, max_records=5)
+    mptest.eq(len(log), 0)
+
+
+def test_smaller_max_after_reboot_drops_oldest():
+    log = SessionLog(_dir, max_records=10)
+    for i in range(6):
+        log.append(_rec(i))
+    log = SessionLog(_dir, max_records=4)
+    mptest.eq(len(log), 4)
+    mptest.eq(log.peek()["id"], 2)
+
+
+def test_files_stay_bounded():
+    log = SessionLog(_dir, max_records=10)
+    for i in range(200):
+        log.append(_rec(i))
+        if i % 3 == 0:
+            log.ack()
+    mptest.eq(len(log), 10)
+    mptest.true(len(_segments()) <= 3, _segments())
+    while len(log):
+        log.ack()
+    mptest.true(len(_segments()) <= 1, _segments())
+
+
+def test_power_cut_mid_append_is_ignored():
+    log = SessionLog(_dir)
+    log.append(_rec(0))
+    log.append(_rec(1))
+    seg = _dir + "/sessions/" + _segments()[-1]
+    with open(seg, "ab") as f:
+        f.write(b'3 {"id": 2, "sta')     # the append that the power cut interrupted
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 2)
+    log.append(_rec(7))                  # continues in a fresh segment
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 3)
+    mptest.eq([log.pop()["id"] for _ in range(3)], [0, 1, 7])
+
+
+def test_power_cut_in_first_line_of_segment():
+    log = SessionLog(_dir)
+    with open(_dir + "/sessions/s00000001.log", "wb") as f:
+        f.write(b'1 {"id": 0')
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 0)
+    log.append(_rec(4))
+    log = SessionLog(_dir)
+    mptest.eq(log.pop()["id"], 4)
+
+
+def test_power_cut_during_ack_resends():
+    log = SessionLog(_dir)
+    log.append(_rec(0))
+    log.append(_rec(1))
+    with open(_dir + "/sessions/ack.tmp", "w") as f:   # new ack written, rename never happened
+        f.write("1\n")
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 2)                 # at-least-once: record 0 is sent again
+    mptest.eq(log.peek()["id"], 0)
+    log.ack()
+    log = SessionLog(_dir)
+    mptest.eq(log.peek()["id"], 1)
+
+
+def test_bad_records_refused_and_nothing_stored():
+    log = SessionLog(_dir)
+    log.append(_rec(0))
+    for bad in (None, [1, 2], "text", {"blob": "x" * 2000}):
+        mptest.raises(ValueError, log.append, bad)
+    mptest.eq(len(log), 1)
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 1)
+    mptest.raises(ValueError, SessionLog, _dir, 0)
+
+
+def test_corrupt_record_is_skipped_and_counted():
+    log = SessionLog(_dir)
+    for i in range(3):
+        log.append(_rec(i))
+    seg = _dir + "/sessions/" + _segments()[0]
+    with open(seg, "rb") as f:
+        lines = f.read().split(b"\n")
+    lines[0] = b"1 {garbage}"
+    with open(seg, "wb") as f:
+        f.write(b"\n".join(lines))
+    log = SessionLog(_dir)
+    mptest.eq(log.peek()["id"], 1)
+    mptest.eq(log.dropped, 1)
+    mptest.eq(len(log), 2)

@@ -1,0 +1,340 @@
+"""Host side (CPython) of the MQTT link tests: a real mosquitto, a stalled
+broker and a paho-mqtt backend, all reachable from the device tests.
+
+`make(dirpath)` (the `# mptest: prep=tests.prep.broker:make` hook) starts, for
+the whole pytest session (killed at exit with atexit):
+
+- mosquitto 2 on free loopback ports with a temporary config: a plain
+  listener with username/password and a TLS listener whose CA and server
+  certificate (127.0.0.1 / localhost) are generated with `cryptography`;
+- a "stalled broker": a TCP server that accepts connections and never reads;
+- a "down" port: a free port nobody listens on;
+- a control server (one JSON request per line, one JSON reply per line) that
+  lets a device test stop/start the broker and drive a paho-mqtt backend
+  that records every message under evse/# and publishes commands.
+
+and writes everything the device tests need into <dirpath>/broker.json.
+Where mosquitto is not installed, broker.json carries {"skip": reason}.
+
+Control requests (device side: tests/device/test_mqtt_link.py):
+    {"op": "ping"}                              -> {"ok": true}
+    {"op": "stop"} / {"op": "start"}            -> {"ok": true}  (start waits for the backend)
+    {"op": "pub", "topic": t, "payload": s, "retain": false}
+    {"op": "msgs", "topic": t}                  -> {"ok": true, "msgs": [[payload, retain], ...]}
+    {"op": "clear"}
+"""
+import atexit
+import datetime
+import hashlib
+import base64
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+USER = "evse"
+PASSWORD = "s3cret-pw"
+BACKEND_USER = "backend"
+BACKEND_PASSWORD = "backend-pw"
+
+_procs = []
+_live = []  # keeps the servers of every make() call alive for the session
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def find_mosquitto():
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if cand and os.path.exists(cand):
+            return cand
+    return None
+
+
+def _pw_line(user, password):
+    # mosquitto's "$6$" format: base64(salt), base64(sha512(password + salt))
+    salt = os.urandom(12)
+    digest = hashlib.sha512(password.encode() + salt).digest()
+    return "%s:$6$%s$%s\n" % (user, base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+
+
+def make_certs(d):
+    """CA + server certificate for 127.0.0.1/localhost (EC P-256). Returns paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evse test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {}
+    for name, data in (
+            ("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+            ("ca.der", ca.public_bytes(serialization.Encoding.DER)),
+            ("server.pem", cert.public_bytes(serialization.Encoding.PEM)),
+            ("server.key", key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.TraditionalOpenSSL,
+                                             serialization.NoEncryption()))):
+        p = os.path.join(d, name)
+        with open(p, "wb") as f:
+            f.write(data)
+        paths[name] = p
+    # a CA that did not sign the server certificate (for the "wrong CA" test)
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
+    other = (x509.CertificateBuilder().subject_name(other_name).issuer_name(other_name)
+             .public_key(other_key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(other_key, hashes.SHA256()))
+    p = os.path.join(d, "other_ca.pem")
+    with open(p, "wb") as f:
+        f.write(other.public_bytes(serialization.Encoding.PEM))
+    paths["other_ca.pem"] = p
+    return paths
+
+
+def _wait_port(port, timeout=10.0):
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Broker:
+    """mosquitto on fixed ports (chosen once), restartable."""
+
+    def __init__(self, d, exe=None):
+        self.dir = d
+        self.exe = exe or find_mosquitto()
+        self.port = _free_port()
+        self.tls_port = _free_port()
+        self.certs = make_certs(d)
+        self.pwfile = os.path.join(d, "passwd")
+        with open(self.pwfile, "w") as f:
+            f.write(_pw_line(USER, PASSWORD))
+            f.write(_pw_line(BACKEND_USER, BACKEND_PASSWORD))
+        os.chmod(self.pwfile, 0o600)
+        self.conf = os.path.join(d, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                f.write("user root\n")  # else mosquitto drops to 'mosquitto' and cannot read our files
+            f.write("per_listener_settings false\nallow_anonymous false\n"
+                    "persistence false\npassword_file %s\n"
+                    "log_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\n"
+                    "listener %d 127.0.0.1\n"
+                    "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
+                    % (self.pwfile, os.path.join(d, "mosquitto.log"), self.port, self.tls_port,
+                       self.certs["ca.pem"], self.certs["server.pem"], self.certs["server.key"]))
+        self.proc = None
+
+    def start(self):
+        if self.proc and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _procs.append(self.proc)
+        if not (_wait_port(self.port) and _wait_port(self.tls_port)):
+            raise RuntimeError("mosquitto did not start (see %s)" % os.path.join(self.dir, "mosquitto.log"))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Stalled:
+    """Accepts TCP connections and never reads from them."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(c)
+            del self.held[:-64]
+
+
+class Backend:
+    """paho-mqtt client recording everything under evse/# (QoS 1)."""
+
+    def __init__(self, port):
+        import paho.mqtt.client as mqtt
+        self.port = port
+        self.lock = threading.Lock()
+        self.msgs = []
+        self.subscribed = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="evse-test-backend")
+        c.username_pw_set(BACKEND_USER, BACKEND_PASSWORD)
+        c.reconnect_delay_set(min_delay=1, max_delay=2)
+        c.on_connect = self._on_connect
+        c.on_subscribe = lambda *a: self.subscribed.set()
+        c.on_message = self._on_message
+        self.client = c
+        c.connect("127.0.0.1", port, keepalive=30)
+        c.loop_start()
+        self.subscribed.wait(10)
+
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        client.subscribe("evse/#", qos=1)
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.msgs.append((msg.topic, msg.payload.decode("utf-8", "replace"), bool(msg.retain)))
+
+    def wait_ready(self, timeout=10):
+        # paho's network thread reconnects by itself (delay 1-2 s) and resubscribes
+        return self.subscribed.wait(timeout)
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Control:
+    def __init__(self, broker, backend):
+        self.broker = broker
+        self.backend = backend
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        f = c.makefile("rwb")
+        try:
+            for line in f:
+                try:
+                    rep = self.do(json.loads(line))
+                except Exception as e:  # report to the device test, keep serving
+                    rep = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+                f.write(json.dumps(rep).encode() + b"\n")
+                f.flush()
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def do(self, req):
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True}
+        if op == "stop":
+            self.backend.subscribed.clear()
+            self.broker.stop()
+            return {"ok": True}
+        if op == "start":
+            self.broker.start()
+            return {"ok": self.backend.wait_ready()}
+        if op == "pub":
+            info = self.backend.client.publish(req["topic"], req["payload"], qos=1,
+                                               retain=bool(req.get("retain")))
+            info.wait_for_publish(5)
+            return {"ok": info.is_published()}
+        if op == "msgs":
+            with self.backend.lock:
+                got = [[p, r] for (t, p, r) in self.backend.msgs if t == req["topic"]]
+            return {"ok": True, "msgs": got}
+        if op == "clear":
+            with self.backend.lock:
+                del self.backend.msgs[:]
+            return {"ok": True}
+        return {"ok": False, "error": "unknown op %r" % (op,)}
+
+
+def _cleanup():
+    for p in _procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(_cleanup)
+
+
+def make(dirpath):
+    """Start everything and write <dirpath>/broker.json (see module doc)."""
+    out = os.path.join(dirpath, "broker.json")
+    exe = find_mosquitto()
+    info = {"skip": None, "error": None}
+    if exe is None:
+        info["skip"] = "mosquitto not installed (apt-get install mosquitto; .ci/run does it)"
+    else:
+        try:
+            broker = Broker(dirpath, exe)
+            broker.start()
+            backend = Backend(broker.port)
+            stalled = Stalled()
+            control = Control(broker, backend)
+            info.update({
+                "host": "127.0.0.1", "port": broker.port, "tls_port": broker.tls_port,
+                "user": USER, "password": PASSWORD,
+                "ca": broker.certs["ca.pem"], "ca_der": broker.certs["ca.der"],
+                "other_ca": broker.certs["other_ca.pem"],
+                "stalled_port": stalled.port, "down_port": _free_port(),
+                "control_port": control.port,
+            })
+            _live.append((broker, backend, stalled, control))
+        except Exception as e:  # noqa: BLE001 - reported to the device tests as a skip reason
+            info["error"] = "broker prep failed: %s: %s" % (type(e).__name__, e)
+    with open(out, "w") as f:
+        json.dump(info, f)
+    return info
