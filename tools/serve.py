@@ -10,14 +10,17 @@ request, from two sources that are merged:
 
 * the query string of the request itself, e.g. ``/fw.img?drop=1000``:
     drop=N         close the connection after N body bytes
-    droprand=S:LO:HI  drop after a random count in [LO, HI] (seeded by S and
-                   the request's start offset, so runs are reproducible)
+    droprand=S:LO:HI  drop after a random count in [LO, HI] (seeded by S, the
+                   start offset and how many such requests came before, so a
+                   run is reproducible)
     extra=N        send N bytes more than Content-Length declares
     stall=T        stop sending for T seconds (after stall_at=N body bytes, 0
                    by default), then continue
     norange=1      ignore Range: always answer 200 with the whole file
     cl=D           declare Content-Length off by D (e.g. cl=-10, cl=50)
     status=C       answer with status C and an empty body
+    stall_head=T   wait T seconds before sending the response header
+    redirect=P     answer 302 with Location: P
 * a :class:`Faults` object given to :func:`serve` (``faults=``): rules pushed
   by the host test (``faults.push(path='/fw.img', drop=100)`` for the next
   matching request, ``faults.always(...)`` for every one) and, when the server
@@ -39,7 +42,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _CHUNK = 16 * 1024
-_KEYS = ("drop", "droprand", "extra", "stall", "stall_at", "norange", "cl", "status")
+_KEYS = ("drop", "droprand", "extra", "stall", "stall_at", "stall_head", "norange", "cl",
+         "status", "redirect")
 
 
 class Faults:
@@ -50,6 +54,7 @@ class Faults:
         self._once = []      # [(path or None, spec, times_left)]
         self._always = []    # [(path or None, spec)]
         self.log = []        # [(path, range header or None, status)]
+        self._counts = {}
 
     def push(self, path=None, times=1, **spec):
         """Apply `spec` to the next `times` requests for `path` (any path if None)."""
@@ -67,6 +72,7 @@ class Faults:
             self._once = []
             self._always = []
             self.log = []
+            self._counts = {}
 
     def take(self, path):
         out = {}
@@ -81,6 +87,13 @@ class Faults:
                     break
             self._once = [r for r in self._once if r[2] > 0]
         return out
+
+    def count(self, key):
+        """How many times `key` was counted before (for reproducible randomness)."""
+        with self._lock:
+            n = self._counts.get(key, 0)
+            self._counts[key] = n + 1
+        return n
 
     def record(self, path, rng, status):
         with self._lock:
@@ -125,10 +138,12 @@ def parse_range(value, size):
         end = int(last) if last else size - 1
     except ValueError:
         return None
-    if start < 0 or end < start:
+    if start < 0:
         return None
     if start >= size:
         return "unsatisfiable"
+    if end < start:
+        return None
     return start, min(end, size - 1)
 
 
@@ -174,6 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.fault_endpoint:
             spec = _spec_from_query(url.query)
             spec.update(faults.take(path))
+        if "stall_head" in spec:
+            time.sleep(float(spec["stall_head"]))
+        if "redirect" in spec:
+            return self._send_empty(302, [("Location", spec["redirect"])])
         fs_path = self._resolve(path)
         if fs_path is None:
             return self._send_empty(404)
@@ -216,7 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
             limit = min(limit, int(spec["drop"]))
         if "droprand" in spec:
             seed, lo, hi = (int(x) for x in spec["droprand"].split(":"))
-            limit = min(limit, random.Random(seed * 1000003 + start).randint(lo, hi))
+            k = faults.count(spec["droprand"])
+            limit = min(limit, random.Random("%d:%d:%d" % (seed, start, k)).randint(lo, hi))
         stall = float(spec.get("stall", 0))
         stall_at = int(spec.get("stall_at", 0))
         extra = int(spec.get("extra", 0))

@@ -103,7 +103,9 @@ class Reader:
         if mpy is not None:
             my = getattr(sys.implementation, "_mpy", None)
             if not isinstance(mpy, list) or len(mpy) != 2 or \
-                    (my is not None and (mpy[0] != my & 0xFF or mpy[1] != (my >> 8) & 3)):
+                    (my is not None and (mpy[0] != my & 0xFF or
+                                         (mpy[1] and mpy[1] != (my >> 8) & 3))):
+                # sub-version only binds native code; bytecode-only .mpy carries 0
                 raise BundleError("incompatible .mpy version %r" % (mpy,))
         self.meta = m
         self.version, self.count, self.wbits, self.total = version, count, wbits, total
