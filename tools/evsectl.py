@@ -95,7 +95,17 @@ def build_parser():
     return p
 
 
+# subcommands whose options are parsed by their own module (argparse would
+# refuse a leading option after REMAINDER)
+_PASSTHROUGH = {"vboard": ("tools.vboard", "main")}
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        import importlib
+        mod, fn = _PASSTHROUGH[argv[0]]
+        return getattr(importlib.import_module(mod), fn)(argv[1:]) or 0
     p = build_parser()
     a = p.parse_args(argv)
     try:
