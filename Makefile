@@ -39,6 +39,13 @@ bench: venv deps
 demo: venv deps
 	$(BIN)/python -m tools.demo
 
+# make deploy PORT=/dev/ttyUSB0 RELEASE=build/evse-esp32-1.0.0.json KEY=keys/release.pub ID=charger-1 [BOARD=esp32] [BROKER=host:1883]
+deploy: venv deps
+	@test -n "$(PORT)" -a -n "$(RELEASE)" -a -n "$(KEY)" -a -n "$(ID)" || \
+	    { echo "usage: make deploy PORT=... RELEASE=... KEY=... ID=... [BOARD=...] [BROKER=...]"; exit 2; }
+	$(BIN)/evsectl deploy --yes --port $(PORT) --release $(RELEASE) --key-pub $(KEY) --id $(ID) \
+	    $(if $(BOARD),--board $(BOARD)) $(if $(BROKER),--broker $(BROKER))
+
 clean:
 	rm -rf $(VENV) .pytest_cache build
 	find lib -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -115,12 +115,13 @@ class Agent:
         return None if m is None else m.Link(mq, self.cfg["device_id"], now)
 
     def _build_updater(self):
-        m = _opt("firmware.ota.updater")
+        # the OTA chain is imported only while a job exists (firmware/ota/ondemand.py)
+        m = _opt("firmware.ota.ondemand")
         if m is None:
             return None
-        job = m.UpdateJob(self.root, None, self.cfg.get("board"),
-                          self.bootinfo.get("version") or (0, 0, 0, 0), _wall_clock(),
-                          on_status=self._on_fw_status)
+        job = m.OnDemandUpdater(self.root, self.cfg.get("board"),
+                                self.bootinfo.get("version") or (0, 0, 0, 0), _wall_clock(),
+                                on_status=self._on_fw_status)
         job.resume()
         return job
 
@@ -404,6 +405,9 @@ class Agent:
                 self._on_fw_status(r[0], r[1], None, r[2])
         except Exception as e:
             self._error(e)
+        if not getattr(self.updater, "loaded", True):
+            from firmware.ota import ondemand
+            ondemand.release()     # the report is out: give the heap back
 
     def loop(self, periods=None):
         """Control periods every period_ms on ticks_add deadlines, `periods`

@@ -48,10 +48,12 @@ def run_script(path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    scripts = sorted(
+    # host_* first: host_00_prep_images.py writes images the device benches read
+    scripts = sorted((
         os.path.join(BENCH_DIR, f) for f in os.listdir(BENCH_DIR)
         if (f.startswith("bench_") or f.startswith("host_")) and f.endswith(".py")
-        and (not argv or any(a in f for a in argv)))
+        and (not argv or any(a in f for a in argv))),
+        key=lambda p: (not os.path.basename(p).startswith("host_"), p))
     rows = []
     for s in scripts:
         r, dt = run_script(s)

@@ -32,13 +32,6 @@ def _cmd_vboard(a):
     return vboard.main(a.args)
 
 
-def _not_yet(name, issue):
-    def run(a):
-        sys.stderr.write("evsectl %s: not available in this version yet (tracked in issue %d)\n" % (name, issue))
-        return 2
-    return run
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="evsectl", description=__doc__)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -87,17 +80,19 @@ def build_parser():
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=_cmd_vboard)
 
-    for name, issue, text in (("deploy", 5, "put the bootstrap, a release, keys and config on a board (mpremote)"),
-                              ("rollout", 5, "roll a release out to a fleet in stages over MQTT"),
-                              ("monitor", 5, "live table of the fleet")):
-        s = sub.add_parser(name, help=text + " [not yet available]", description=text + ". Not available yet.")
-        s.set_defaults(fn=_not_yet(name, issue))
+    for name, text in (("deploy", "put the bootstrap, a signed release, keys and config on a board (mpremote)"),
+                       ("rollout", "roll a release out to a fleet in stages over MQTT (start/status/pause/resume/abort/report)"),
+                       ("monitor", "live table of the fleet over MQTT")):
+        s = sub.add_parser(name, help=text, description=text + ". `evsectl %s --help` for options." % name,
+                           add_help=False)
+        s.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
 # subcommands whose options are parsed by their own module (argparse would
 # refuse a leading option after REMAINDER)
-_PASSTHROUGH = {"vboard": ("tools.vboard", "main")}
+_PASSTHROUGH = {"vboard": ("tools.vboard", "main"), "deploy": ("tools.deploy", "main"),
+                "rollout": ("tools.rollout", "main"), "monitor": ("tools.monitor", "main")}
 
 
 def main(argv=None):

@@ -1,0 +1,110 @@
+# The update job, loaded on demand.
+#
+# The OTA chain (updater, fetch, image, ed25519, sha512, bundle, slots) is the
+# largest part of the agent's code. It is needed only while an update job
+# exists, so it is imported when a job is started or found on flash after a
+# reboot, and dropped from sys.modules again when the job has ended; the heap
+# it used goes back to the agent. Same interface as updater.UpdateJob for the
+# agent and the commands: start(), poll(), status(), resume(), cancel().
+import os
+import sys
+from micropython import const
+
+JOB_FILE = "ota_job.json"      # = updater.JOB_FILE (checked in tests)
+_MODULES = ("health", "updater", "fetch", "image", "ed25519", "sha512", "bundle", "slots")
+_IDLE = "Idle"
+_UNUSED = const(0)
+
+
+def release():
+    """Drop the OTA chain from sys.modules (objects still referenced stay alive)."""
+    pkg = sys.modules.get("firmware.ota")
+    for name in _MODULES:
+        sys.modules.pop("firmware.ota." + name, None)
+        if pkg is not None and hasattr(pkg, name):
+            delattr(pkg, name)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class OnDemandUpdater:
+    def __init__(self, root, board, running_version, clock, on_status=None, **kw):
+        self.root = root
+        self._args = (board, running_version, clock)
+        self._kw = kw
+        self.on_status = on_status
+        self.job = None
+        self._status = _IDLE
+        self.loads = _UNUSED          # times the OTA chain was imported (diagnostics)
+
+    @property
+    def loaded(self):
+        return self.job is not None
+
+    @property
+    def active(self):
+        return self.job is not None and self.job.active
+
+    def _report(self, status, request_id, progress, reason):
+        self._status = status
+        if self.on_status is not None:
+            self.on_status(status, request_id, progress, reason)
+
+    def _load(self):
+        if self.job is None:
+            from firmware.ota import updater
+            board, version, clock = self._args
+            self.job = updater.UpdateJob(self.root, None, board, version, clock,
+                                         on_status=self._report, **self._kw)
+            self.loads += 1
+        return self.job
+
+    def _unload(self):
+        self.job = None
+        release()
+
+    def _idle(self):
+        j = self.job
+        return j is not None and not j.active and not j.reboot_requested
+
+    def resume(self):
+        """After a boot: continue a job persisted on flash, if there is one."""
+        if not _exists(self.root + JOB_FILE):
+            return False
+        ok = self._load().resume()
+        if not ok and self._idle():
+            self._unload()
+        return ok
+
+    def start(self, request):
+        try:
+            return self._load().start(request)
+        finally:
+            if self._idle():
+                self._unload()
+
+    def cancel(self):
+        if self.job is None:
+            return False
+        r = self.job.cancel()
+        if self._idle():
+            self._unload()
+        return r
+
+    def poll(self, now_ms, charging_idle=True, in_window=True):
+        j = self.job
+        if j is None:
+            return False
+        reboot = j.poll(now_ms, charging_idle, in_window)
+        if not reboot and self._idle():
+            self._unload()
+        return reboot
+
+    def status(self):
+        return self._status if self.job is None else self.job.status()
