@@ -17,16 +17,6 @@ from tools.vboard import VBoard
 MPREMOTE = deploy.mpremote_path()
 
 
-def _blank_flash(path, block_size=4096, block_count=512):
-    """An empty LittleFS image (what a board has after flashing MicroPython)."""
-    code = ("import vfs\nfrom firmware.hal.simflash import FileBlockDevice\n"
-            "dev = FileBlockDevice(%r, %d, %d, create=True)\n"
-            "vfs.VfsLfs2.mkfs(dev, readsize=32, progsize=32, lookahead=32)\ndev.close()\n"
-            % (path, block_size, block_count))
-    subprocess.run([mpunix.binary(), "-X", "heapsize=1M", "-c", code], env=mpunix.env(),
-                   check=True, capture_output=True, timeout=60)
-
-
 def _sign(key, payload, out, version, board):
     subprocess.run([keys.imgtool(), "sign", "--key", key, "--version", version,
                     "--header-size", "0x20", "--pad-header", "--align", "4",
@@ -81,8 +71,7 @@ def kit(tmp_path_factory):
 def board(tmp_path_factory):
     d = tmp_path_factory.mktemp("deployvb") / "vb-d"
     d.mkdir()
-    _blank_flash(str(d / "flash.img"))
-    b = VBoard(str(d), id="vb-d").start()
+    b = VBoard(str(d), id="vb-d", blank=True).start()
     yield b
     b.stop()
 

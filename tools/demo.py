@@ -1,11 +1,292 @@
-"""`make demo`: the main job. The fleet demo lands with the rollout issue."""
+"""`make demo`: a fleet of virtual chargers gets a staged firmware update.
+
+The story, told as it happens:
+  1. a broker (embedded amqtt, or $MQTT_URL), a signing key, releases 1.0.0
+     and 1.1.0 built and signed with imgtool;
+  2. five virtual boards with blank flash; `evsectl deploy` puts 1.0.0 on each
+     over its pty with mpremote; one board (vb-3) has a damaged pilot circuit;
+  3. vehicles charge on two boards;
+  4. `evsectl rollout` rolls 1.1.0 out: a canary, then two waves; installs on
+     the charging boards wait for their sessions to end; vb-3's trial boot
+     fails its CP self-test and the board rolls back to 1.0.0 on its own;
+  5. the fleet table and the rollout report.
+
+Everything runs on this machine: MicroPython unix port boards, a real broker,
+real HTTP downloads, real signatures. Work files go to build/demo/.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+
+from tools import keys, release
+from tools.mpunix import ROOT
+
+DEMO_DIR = os.path.join(ROOT, "build", "demo")
+BOARDS = ["vb-1", "vb-2", "vb-3", "vb-4", "vb-5"]
+CHARGING = ["vb-2", "vb-4"]      # sessions run on these while the rollout goes
+DAMAGED = "vb-3"                 # pilot shorted: the new firmware's trial self-test fails
+T0 = time.time()
+_print_lock = threading.Lock()
 
 
-def main():
-    print("make demo: not yet - the fleet demo (virtual boards, staged rollout) is not built yet.")
-    print("Run `make test` for the suite and `make bench` for the figures.")
-    return 0
+def say(who, text):
+    with _print_lock:
+        print("[%5.1fs] %-8s %s" % (time.time() - T0, who, text), flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+# -- the broker -----------------------------------------------------------------
+def start_broker():
+    """(url, host, port, process or None): $MQTT_URL, else an embedded amqtt."""
+    url = os.environ.get("MQTT_URL")
+    if url:
+        from tools.rollout import parse_mqtt_url
+        p = parse_mqtt_url(url)
+        say("broker", "using %s" % url)
+        return url, p["host"], p["port"], None
+    port = free_port()
+    cfg = os.path.join(DEMO_DIR, "amqtt.yaml")
+    with open(cfg, "w") as f:
+        f.write("listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:%d\n"
+                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                "    allow_anonymous: true\n" % port)
+    exe = os.path.join(os.path.dirname(sys.executable), "amqtt")
+    log = open(os.path.join(DEMO_DIR, "broker.log"), "w")
+    proc = subprocess.Popen([exe, "-c", cfg], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    if not wait_port(port):
+        raise RuntimeError("the embedded broker (amqtt) did not start; see %s" % log.name)
+    say("broker", "embedded amqtt on 127.0.0.1:%d (set MQTT_URL to use your own)" % port)
+    return "mqtt://127.0.0.1:%d" % port, "127.0.0.1", port, proc
+
+
+# -- watching the fleet on MQTT --------------------------------------------------
+class Narrator:
+    """Subscribes to the fleet's topics and tells what each board does."""
+
+    def __init__(self, host, port):
+        import paho.mqtt.client as mqtt
+        self.seen = {}
+        self.fw = {}
+        self.versions = {}
+        self.events = []
+        self.cond = threading.Condition()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-narrator")
+        self.c.on_message = self._msg
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(
+            [("evse/+/firmware", 1), ("evse/+/status", 1), ("evse/+/session", 1)])
+        self.c.connect(host, port)
+        self.c.loop_start()
+
+    def _msg(self, c, u, m):
+        parts = m.topic.split("/")
+        if len(parts) != 3:
+            return
+        dev, kind = parts[1], parts[2]
+        try:
+            d = json.loads(m.payload or b"null")
+        except ValueError:
+            return
+        if not isinstance(d, dict):
+            return
+        with self.cond:
+            if kind == "firmware":
+                st = d.get("status")
+                if self.fw.get(dev) == st or (st == "Idle" and dev not in self.fw):
+                    return
+                self.fw[dev] = st
+                self.events.append((dev, st))
+                extra = ""
+                if st == "Downloading" and d.get("progress") not in (None, 0):
+                    return
+                if st == "InstallScheduled":
+                    extra = "  (a charging session is running: the install waits for it)"
+                if d.get("reason"):
+                    extra = "  reason: %s" % d["reason"]
+                say(dev, "firmware %s%s" % (st, extra))
+            elif kind == "status":
+                v, was = d.get("version"), self.versions.get(dev)
+                if d.get("online") and v and v != was:
+                    self.versions[dev] = v
+                    trial = " on trial" if d.get("trial") else ""
+                    why = " (%s)" % d["reason"] if d.get("reason") not in (None, "power-on", "power") else ""
+                    if was:
+                        say(dev, "now running %s%s, slot %s%s" % (v, trial, d.get("slot"), why))
+            elif kind == "session" and not m.retain:
+                say(dev, "charging session finished: %.2f kWh, reason %s" % (
+                    (d.get("energy_wh") or 0) / 1000.0, d.get("reason")))
+            self.cond.notify_all()
+
+    def wait(self, pred, timeout):
+        end = time.time() + timeout
+        with self.cond:
+            while not pred():
+                left = end - time.time()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 0.5))
+        return True
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+# -- the demo ----------------------------------------------------------------------
+def main(argv=None):
+    from tools import deploy, monitor, serve
+    from tools.vboard import VBoard
+
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    os.makedirs(DEMO_DIR)
+    print("evse-agent demo: five virtual chargers, a signed release, a staged rollout\n", flush=True)
+    procs, boards, narrator, server = [], [], None, None
+    try:
+        url, host, port, broker = start_broker()
+        if broker:
+            procs.append(broker)
+
+        # releases
+        pem, pub, raw = keys.keygen(os.path.join(DEMO_DIR, "keys", "release"))
+        say("release", "signing key %s (key hash %s)" % (os.path.relpath(pem, ROOT), keys.keyhash(raw).hex()[:16]))
+        out = os.path.join(DEMO_DIR, "releases")
+        rel = {}
+        for v, sc in (("1.0.0", 1), ("1.1.0", 2)):
+            img, js, d = release.build(pem, v, "sim", security_counter=sc, out=out)
+            rel[v] = js
+            say("release", "%s: %s, %d bytes, %d files as .mpy, security counter %d; imgtool verify ok" % (
+                v, os.path.basename(img), d["size"], d["files"] or 0, sc))
+        server, http_port = serve.serve(out)
+        say("http", "release server on http://127.0.0.1:%d/ (Range requests, resumable)" % http_port)
+
+        narrator = Narrator(host, port)
+
+        # boards: blank flash, deploy 1.0.0 over the pty with mpremote
+        extra = os.path.join(DEMO_DIR, "board-config.json")
+        with open(extra, "w") as f:
+            json.dump({"telemetry_ms": 5000, "health": {"trial_s": 10}}, f)
+        for name in BOARDS:
+            d = os.path.join(DEMO_DIR, "boards", name)
+            os.makedirs(d)
+            b = VBoard(d, id=name, blank=True).start()
+            boards.append(b)
+            t = time.time()
+            deploy.deploy(b.pty, rel["1.0.0"], [pub], name, board="sim", broker="%s:%d" % (host, port),
+                          config=extra, log=lambda *a, **k: None)
+            b.wait_for({"version": "1.0.0"}, timeout=60, what="1.0.0 running")
+            say(name, "deployed 1.0.0 over %s with mpremote in %.1fs; running, slot %s" % (
+                os.path.basename(b.pty), time.time() - t, b.get().get("slot")))
+        by = dict(zip(BOARDS, boards))
+        by[DAMAGED].control("short_cp", on=True)
+        say(DAMAGED, "its control-pilot line is damaged (shorted to PE): state %s, fault %s" % (
+            by[DAMAGED].get().get("state"), by[DAMAGED].get().get("fault")))
+
+        # charging sessions
+        for name in CHARGING:
+            b = by[name]
+            b.control("plug", state="B")
+            b.control("ev_state", state="C")
+        for name in CHARGING:
+            b = by[name]
+            g = b.wait_for(lambda b=b: _charging(b.get()), timeout=30, what="charging")
+            say(name, "vehicle charging: state %s, %d A offered, contactor closed" % (
+                g["state"], g.get("offered_a") or 0))
+
+        # the rollout, in its own process (the operator's terminal)
+        say("operator", "evsectl rollout start: 1.1.0 to %d boards, canary 1, waves 50%%/100%%" % len(BOARDS))
+        cmd = [sys.executable, "-m", "tools.rollout", "--db", os.path.join(DEMO_DIR, "rollouts.db"),
+               "start", "--release", rel["1.1.0"], "--base-url", "http://127.0.0.1:%d/" % http_port,
+               "--targets", ",".join(BOARDS), "--canary", "1", "--waves", "50%,100%",
+               "--success-threshold", "50%", "--error-threshold", "50%", "--retry-interval", "5",
+               "--device-timeout", "240", "--mqtt", url, "--progress", "lines",
+               "--report-dir", DEMO_DIR]
+        ro = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+        procs.append(ro)
+        relay = threading.Thread(target=_relay_output, args=(ro,), daemon=True)
+        relay.start()
+
+        # sessions end a few seconds after their board scheduled the install
+        pending = set(CHARGING)
+        end = time.time() + 300
+        while pending and time.time() < end and ro.poll() is None:
+            for name in list(pending):
+                if narrator.fw.get(name) == "InstallScheduled":
+                    time.sleep(4)
+                    b = by[name]
+                    b.control("ev_state", state="B")
+                    b.control("unplug")
+                    say(name, "driver unplugs: the session ends, the install may go on")
+                    pending.discard(name)
+            time.sleep(0.2)
+        rc = ro.wait(timeout=max(10, end - time.time()))
+        relay.join(timeout=5)
+        say("operator", "rollout finished (exit %d)" % rc)
+        time.sleep(1)
+
+        # the end: fleet table, the damaged board, the report
+        print("\nThe fleet now (evsectl monitor --once):", flush=True)
+        monitor.main(["--once", "--mqtt", url])
+        g = by[DAMAGED].get()
+        print("\n%s rolled back on its own: running %s from slot %s, boot reason %s" % (
+            DAMAGED, g.get("version"), g.get("slot"), g.get("boot_reason")))
+        reports = sorted(f for f in os.listdir(DEMO_DIR) if f.startswith("rollout-"))
+        for f in reports:
+            print("report: %s" % os.path.relpath(os.path.join(DEMO_DIR, f), ROOT))
+        ok = rc in (0, 1) and g.get("version") == "1.0.0"
+        return 0 if ok else 1
+    finally:
+        if narrator:
+            narrator.close()
+        for b in boards:
+            try:
+                b.stop()
+            except Exception:
+                pass
+        if server:
+            server.shutdown()
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM) if p.args and "amqtt" in str(p.args[0]) else p.terminate()
+                    p.wait(timeout=5)
+                except Exception:
+                    p.kill()
+
+
+def _charging(g):
+    return g if g.get("relay") and (g.get("current_a") or 0) > 1 else None
+
+
+def _relay_output(proc):
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            say("rollout", line)
 
 
 if __name__ == "__main__":

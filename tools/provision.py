@@ -29,6 +29,17 @@ BLOCK_COUNT = 512          # 2 MiB, like a small ESP32 data partition
 DEFAULT_VERSION = "0.1.0"
 
 
+def blank(image, block_size=BLOCK_SIZE, block_count=BLOCK_COUNT):
+    """An empty LittleFS image: what a board holds right after MicroPython was
+    flashed (formatted by the unix port's own VfsLfs2, as a board formats it)."""
+    code = ("import vfs\nfrom firmware.hal.simflash import FileBlockDevice\n"
+            "dev = FileBlockDevice(%r, %d, %d, create=True)\n"
+            "vfs.VfsLfs2.mkfs(dev, readsize=32, progsize=32, lookahead=32)\ndev.close()\n"
+            % (image, block_size, block_count))
+    subprocess.run([mpunix.binary(), "-X", "heapsize=1M", "-c", code], env=mpunix.env(),
+                   check=True, capture_output=True, timeout=60)
+
+
 def default_config(device_id, board="sim", broker=None):
     cfg = {"device_id": device_id, "board": board, "max_current_a": 32,
            "fallback_current_a": 6, "ventilation": False, "require_auth": False,

@@ -106,8 +106,9 @@ class VBoard:
 
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="256K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
-                 wdt_ms=None):
+                 wdt_ms=None, blank=False):
         self.dir = os.path.abspath(dir)
+        self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
         self.broker = broker
         self.control_port = control_port or free_port()
@@ -164,6 +165,11 @@ class VBoard:
 
     def _prepare_flash(self):
         from tools import provision
+        if self.blank and (self.fresh or not os.path.exists(self.flash)):
+            if os.path.exists(self.world):
+                os.remove(self.world)
+            provision.blank(self.flash)
+            return
         if self.fresh or not os.path.exists(self.flash):
             if os.path.exists(self.world):
                 os.remove(self.world)
@@ -556,6 +562,9 @@ def main(argv=None):
     ap.add_argument("--pty-link", default=None, help="make this path a symlink to the console pty")
     ap.add_argument("--heap", default="256K", help="heap for the firmware (default 256K; the design budget is 96K, see docs/vboard.md)")
     ap.add_argument("--fresh", action="store_true", help="create a new flash image even if one exists")
+    ap.add_argument("--blank", action="store_true",
+                    help="a new flash is left empty (a board fresh from flashing MicroPython): "
+                         "put firmware on it with `evsectl deploy`")
     ap.add_argument("--key", action="append", default=[], help="trusted public key for a new flash (repeatable)")
     ap.add_argument("--config", default=None, help="JSON object merged into a new flash's config.json")
     ap.add_argument("--wdt-ms", type=int, default=None, help="watchdog period of the board (default: the firmware's)")
@@ -566,7 +575,7 @@ def main(argv=None):
     b = VBoard(a.dir, id=a.id, broker=a.broker, control_port=a.control_port, pty_link=a.pty_link,
                heap=a.heap, fresh=a.fresh, keys=a.key,
                config=json.loads(a.config) if a.config else None,
-               echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms)
+               echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank)
 
     def on_signal(signum, frame):
         b._stop = True

@@ -16,7 +16,7 @@
 # with the reason after a rollback (the old slot reports why).
 import time
 import boot
-from firmware.ota import updater
+from firmware.ota import job
 
 _KNOWN = ("agent_started", "loop_ticks", "cp_selftest", "backend", "stable_ms")
 
@@ -116,8 +116,8 @@ def settle(result, reason, root="/"):
     caller then reboots into the previous slot) and return None. None: None."""
     if result is True:
         if boot.confirm(root):
-            updater.clear_job(root)
-            return updater.INSTALLED
+            job.clear_job(root)
+            return job.INSTALLED
         return None
     if result is False:
         boot.rollback(reason or "health_failed", root)
@@ -129,28 +129,28 @@ def boot_report(root="/"):
     update, or None. Clears what it reports (job file, record reason), so a
     status is reported once. While a trial boot is undecided: None."""
     rec = boot.read_record(root)
-    job = updater.load_job(root)
-    state = job.get("state") if job else None
+    jb = job.load_job(root)
+    state = jb.get("state") if jb else None
     # a request id belongs to the report only if that job installed something
-    rid = job.get("id") if state in ("installing", "rebooting") else None
-    if job is not None and state in ("installing", "rebooting") and rec.pending == job.get("slot"):
+    rid = jb.get("id") if state in ("installing", "rebooting") else None
+    if jb is not None and state in ("installing", "rebooting") and rec.pending == jb.get("slot"):
         return None  # on trial: the health checks decide
     if rec.reason is not None:
         why = rec.reason
         if rec.failed_version:
             why = "%s (version %s)" % (why, rec.failed_version)
         boot.clear_reason(root)
-        if job is not None and state == "rebooting":
-            updater.clear_job(root)
-        return updater.INSTALLATION_FAILED, rid, why
-    if job is not None and state == "rebooting":
-        updater.clear_job(root)
-        if rec.active == job.get("slot") and rec.pending is None:
-            return updater.INSTALLED, rid, None
-        return updater.INSTALLATION_FAILED, rid, "trial boot lost"
-    if job is not None and state == "installing" and rec.active == job.get("slot") \
+        if jb is not None and state == "rebooting":
+            job.clear_job(root)
+        return job.INSTALLATION_FAILED, rid, why
+    if jb is not None and state == "rebooting":
+        job.clear_job(root)
+        if rec.active == jb.get("slot") and rec.pending is None:
+            return job.INSTALLED, rid, None
+        return job.INSTALLATION_FAILED, rid, "trial boot lost"
+    if jb is not None and state == "installing" and rec.active == jb.get("slot") \
             and rec.pending is None:
         # power cut between set_pending and the job's last write, then confirmed
-        updater.clear_job(root)
-        return updater.INSTALLED, rid, None
+        job.clear_job(root)
+        return job.INSTALLED, rid, None
     return None

@@ -6,11 +6,10 @@
 # reboot, and dropped from sys.modules again when the job has ended; the heap
 # it used goes back to the agent. Same interface as updater.UpdateJob for the
 # agent and the commands: start(), poll(), status(), resume(), cancel().
-import os
 import sys
 from micropython import const
+from firmware.ota import job as _job
 
-JOB_FILE = "ota_job.json"      # = updater.JOB_FILE (checked in tests)
 _MODULES = ("health", "updater", "fetch", "image", "ed25519", "sha512", "bundle", "slots")
 _IDLE = "Idle"
 _UNUSED = const(0)
@@ -23,14 +22,6 @@ def release():
         sys.modules.pop("firmware.ota." + name, None)
         if pkg is not None and hasattr(pkg, name):
             delattr(pkg, name)
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class OnDemandUpdater:
@@ -75,8 +66,9 @@ class OnDemandUpdater:
 
     def resume(self):
         """After a boot: continue a job persisted on flash, if there is one."""
-        if not _exists(self.root + JOB_FILE):
-            return False
+        j = _job.load_job(self.root)
+        if j is None or j.get("state") == "rebooting":
+            return False     # nothing to do, or the trial boot's verdict (health.py) is awaited
         ok = self._load().resume()
         if not ok and self._idle():
             self._unload()

@@ -5,10 +5,11 @@ import os
 import json
 import boot
 from firmware.ota import bundle
+from firmware.ota.job import SLOTS
+from firmware.ota import job as _job
 
 _BUF = 1024
 _DIR = 0x4000
-SLOTS = ("a", "b")
 
 
 class SlotError(Exception):
@@ -28,7 +29,7 @@ def slot_dir(slot, root="/"):
 def staging_path(slot, root="/"):
     """Where the updater downloads the image destined for `slot`."""
     _check(slot)
-    return boot._root(root) + "slots/" + slot + ".img"
+    return _job.staging_path(slot, root)
 
 
 def inactive(root="/"):

@@ -18,24 +18,15 @@ import json
 import boot
 from firmware.ota import fetch, image, slots
 
-# OCPP 1.6 security FirmwareStatus values (exact names)
-IDLE = "Idle"
-DOWNLOAD_SCHEDULED = "DownloadScheduled"
-DOWNLOADING = "Downloading"
-DOWNLOAD_PAUSED = "DownloadPaused"
-DOWNLOADED = "Downloaded"
-DOWNLOAD_FAILED = "DownloadFailed"
-SIGNATURE_VERIFIED = "SignatureVerified"
-INVALID_SIGNATURE = "InvalidSignature"
-INSTALL_SCHEDULED = "InstallScheduled"
-INSTALLING = "Installing"
-INSTALL_REBOOTING = "InstallRebooting"
-INSTALLED = "Installed"
-INSTALLATION_FAILED = "InstallationFailed"
-INSTALL_VERIFICATION_FAILED = "InstallVerificationFailed"
-
-JOB_FILE = "ota_job.json"
-KEYS_FILE = "trust/keys.bin"
+# status names, the job file and its helpers live in job.py (small: the trial
+# boot and the on-demand loader use them without importing this module)
+from firmware.ota.job import (IDLE, DOWNLOAD_SCHEDULED, DOWNLOADING, DOWNLOAD_PAUSED,  # noqa: F401
+                              DOWNLOADED, DOWNLOAD_FAILED, SIGNATURE_VERIFIED,
+                              INVALID_SIGNATURE, INSTALL_SCHEDULED, INSTALLING,
+                              INSTALL_REBOOTING, INSTALLED, INSTALLATION_FAILED,
+                              INSTALL_VERIFICATION_FAILED, JOB_FILE, KEYS_FILE,
+                              load_job, save_job, clear_job, path_of as _p,
+                              remove_quietly as _remove)
 
 # internal states (persisted as their names in the job file)
 _NONE = const(0)
@@ -64,48 +55,11 @@ class UpdateError(ValueError):
 
 # ---- small helpers --------------------------------------------------------
 
-def _p(root, name):
-    return boot._root(root) + name
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def _size(path):
     try:
         return os.stat(path)[6]
     except OSError:
         return -1
-
-
-def load_job(root="/"):
-    """The persisted job dict, or None (missing or garbled)."""
-    try:
-        with open(_p(root, JOB_FILE)) as f:
-            d = json.loads(f.read(2048))
-        return d if isinstance(d, dict) and isinstance(d.get("id"), int) else None
-    except (OSError, ValueError):
-        return None
-
-
-def save_job(job, root="/"):
-    """Write-new-then-rename: a power cut leaves the old or the new file."""
-    p = _p(root, JOB_FILE)
-    with open(p + ".tmp", "w") as f:
-        f.write(json.dumps(job))
-    os.rename(p + ".tmp", p)
-
-
-def clear_job(root="/"):
-    """Forget the job: its file and any staged image."""
-    for s in slots.SLOTS:
-        _remove(slots.staging_path(s, root))
-    _remove(_p(root, JOB_FILE) + ".tmp")
-    _remove(_p(root, JOB_FILE))
 
 
 def load_keys(root="/"):

@@ -68,9 +68,10 @@ def _new(log):
                                     on_status=lambda s, r, p, w: log.append((s, w)))
 
 
-def test_job_file_name_matches_the_updater():
-    from firmware.ota import updater
-    mptest.eq(ondemand.JOB_FILE, updater.JOB_FILE)
+def test_trial_boot_reads_the_job_without_the_chain():
+    from firmware.ota import health
+    mptest.eq(health.boot_report(R), None)
+    mptest.eq(_loaded(), [])
 
 
 def test_nothing_loaded_without_a_job():
