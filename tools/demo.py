@@ -137,6 +137,10 @@ class Narrator:
                     if was:
                         say(dev, "now running %s%s, slot %s%s" % (v, trial, d.get("slot"), why))
             elif kind == "session" and not m.retain:
+                key = (dev, d.get("seq"))
+                if key in self.seen:     # at-least-once delivery: a resend after a reboot
+                    return
+                self.seen[key] = True
                 say(dev, "charging session finished: %.2f kWh, reason %s" % (
                     (d.get("energy_wh") or 0) / 1000.0, d.get("reason")))
             self.cond.notify_all()
@@ -199,7 +203,7 @@ def main(argv=None):
                           config=extra, log=lambda *a, **k: None)
             b.wait_for({"version": "1.0.0"}, timeout=60, what="1.0.0 running")
             say(name, "deployed 1.0.0 over %s with mpremote in %.1fs; running, slot %s" % (
-                os.path.basename(b.pty), time.time() - t, b.get().get("slot")))
+                b.pty, time.time() - t, b.get().get("slot")))
         by = dict(zip(BOARDS, boards))
         by[DAMAGED].control("short_cp", on=True)
         say(DAMAGED, "its control-pilot line is damaged (shorted to PE): state %s, fault %s" % (

@@ -104,7 +104,7 @@ class VBoard:
     the flash is created; `broker` too, and it is also written into an
     existing flash's configuration."""
 
-    def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="256K",
+    def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
                  wdt_ms=None, blank=False):
         self.dir = os.path.abspath(dir)
@@ -560,7 +560,7 @@ def main(argv=None):
     ap.add_argument("--control-port", type=int, default=None,
                     help="TCP port of the control channel on 127.0.0.1 (default: a free one)")
     ap.add_argument("--pty-link", default=None, help="make this path a symlink to the console pty")
-    ap.add_argument("--heap", default="256K", help="heap for the firmware (default 256K; the design budget is 96K, see docs/vboard.md)")
+    ap.add_argument("--heap", default="320K", help="heap for the firmware (default 320K on the 64-bit unix port; the design budget is 96K on a 32-bit board, see docs/vboard.md)")
     ap.add_argument("--fresh", action="store_true", help="create a new flash image even if one exists")
     ap.add_argument("--blank", action="store_true",
                     help="a new flash is left empty (a board fresh from flashing MicroPython): "

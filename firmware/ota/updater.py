@@ -13,6 +13,7 @@
 # Statuses are OCPP 1.6 security-extension FirmwareStatus names, reported
 # through on_status(status, request_id, progress_percent_or_None, reason).
 from micropython import const
+import gc
 import os
 import json
 import boot
@@ -562,6 +563,11 @@ class UpdateJob:
     def _install(self):
         info = self._info
         slot = self.job["slot"]
+        # the download is over: give its objects back and defragment before unpacking
+        if self._f is not None:
+            self._f.close()
+        self._f = self._v = None
+        gc.collect()
         self._persist("installing")
         self._report(INSTALLING)
         try:
