@@ -42,11 +42,30 @@ def _header(path):
     return opts
 
 
+_MPY_DIR = []
+
+
+def _firmware_mpy():
+    """firmware/ compiled with mpy-cross once per session, as a release ships it:
+    device tests import the bytecode (no compile-time heap peaks; line numbers
+    and file names are kept for tracebacks). EVSE_TEST_SOURCE=1 runs the .py."""
+    if os.environ.get("EVSE_TEST_SOURCE"):
+        return None
+    if not _MPY_DIR:
+        import tempfile
+        from tools import release
+        d = tempfile.mkdtemp(prefix="evse-mpy-")
+        release.compile_tree(os.path.join(os.path.dirname(HERE), "firmware"), d, use_mpy=True)
+        _MPY_DIR.append(d)
+    return _MPY_DIR[0]
+
+
 def _run(path, opts, args):
     mod = os.path.splitext(os.path.basename(path))[0]
     cmd = mpunix.argv(os.path.join(MP_DIR, "runner.py"), os.path.dirname(path), mod, *args,
                       heap=opts["heapsize"])
-    env = mpunix.env(MP_DIR)
+    mpy = _firmware_mpy()
+    env = mpunix.env(*([MP_DIR, mpy] if mpy else [MP_DIR]))
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True,
                            timeout=float(opts["timeout"]), errors="replace")

@@ -1,4 +1,6 @@
-# mptest: heapsize=256K timeout=300
+# mptest: heapsize=128K timeout=300
+# Heap: the whole agent (charging core, MQTT link, commands, sim HAL, LittleFS)
+# plus the test rig; 64-bit unix port, see docs/vboard.md for the figures.
 # The agent loop in virtual time on a SimBoard (no network): a whole charging
 # session, relay timing, limits, faults, the control part's guarantees, and
 # trial-boot confirm/rollback through the boot record on a LittleFS.

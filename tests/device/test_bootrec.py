@@ -1,4 +1,6 @@
 # mptest: heapsize=128K prep=tests.prep.bundles:make
+# Heap: boot.py stays source on a board (it is the bootstrap), and compiling it
+# peaks above 96K on the 64-bit unix port.
 # Boot record (boot.py): encoding, torn copies, CRC, seq wrap, transitions,
 # select() for every record situation, main() with fake slot packages.
 import os

@@ -1,6 +1,4 @@
-# mptest: heapsize=160K
-# (compiling evse.py + commands.py + config.py + this module from source peaks above
-#  96K; the memory of the built agent is measured in the bench)
+# mptest: heapsize=96K
 # firmware/commands.py: one reply per command with an id; refused commands change nothing.
 from firmware.evse import Evse, Sense   # first: the largest module to compile from source
 import os

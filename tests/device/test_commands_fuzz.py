@@ -1,4 +1,4 @@
-# mptest: heapsize=160K
+# mptest: heapsize=96K
 # Fuzz: thousands of random and mutated payloads into Commands.handle with a
 # real Evse stepping in between. Never raises; a reply exactly when the
 # command carries a usable id; refused commands change nothing (no completed

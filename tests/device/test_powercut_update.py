@@ -1,4 +1,6 @@
-# mptest: prep=tests.prep.updates:make timeout=900 heapsize=256K
+# mptest: prep=tests.prep.updates:make timeout=900 heapsize=192K
+# Heap: the whole OTA chain, a LittleFS mount and the test rig on the 64-bit
+# unix port (the update itself stays under 24 KB: make bench).
 # Power-cut campaign over a whole update on a real LittleFS (simflash):
 # for EVERY block write N of an uncut run (job start, download + progress
 # writes, verify, unpack, boot-record writes, trial boot, confirmation - and

@@ -1,4 +1,6 @@
-# mptest: prep=tests.prep.updates:make timeout=600 heapsize=256K
+# mptest: prep=tests.prep.updates:make timeout=600 heapsize=192K
+# Heap: the whole OTA chain, a LittleFS mount and the test rig on the 64-bit
+# unix port (the update itself stays under 24 KB: make bench).
 # The update job (firmware/ota/updater.py) + health checks on a real LittleFS
 # (simflash), downloading from tools/serve.py with injected network faults.
 import os
