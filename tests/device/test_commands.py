@@ -11,16 +11,6 @@ _dir = None
 _MUT = ("set_limit", "pause", "resume", "authorize", "stop_session", "clear_faults")
 
 
-def _rm(path):
-    for ent in os.ilistdir(path):
-        p = path + "/" + ent[0]
-        if ent[1] == 0x4000:
-            _rm(p)
-        else:
-            os.remove(p)
-    os.rmdir(path)
-
-
 def setup():
     global _dir
     _dir = "/tmp/evse-cmd-%d" % (int.from_bytes(os.urandom(4), "little"))
@@ -29,7 +19,7 @@ def setup():
 
 
 def teardown():
-    _rm(_dir)
+    mptest.rmtree(_dir)
 
 
 class Recorder:

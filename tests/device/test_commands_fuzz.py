@@ -206,16 +206,6 @@ def _run(seed, d):
     return replies
 
 
-def _rm(path):
-    for ent in os.ilistdir(path):
-        p = path + "/" + ent[0]
-        if ent[1] == 0x4000:
-            _rm(p)
-        else:
-            os.remove(p)
-    os.rmdir(path)
-
-
 def test_fuzz_commands():
     seed = int(os.getenv("FUZZ_SEED") or 20240611)
     d = "/tmp/evse-fuzz-%d" % (int.from_bytes(os.urandom(4), "little"))
@@ -227,5 +217,5 @@ def test_fuzz_commands():
         print("FUZZ_SEED=%d reproduces this failure" % seed)
         raise e
     finally:
-        _rm(d)
+        mptest.rmtree(d)
     mptest.true(replies > N // 4, "too few replies to be meaningful", replies)

@@ -93,16 +93,6 @@ def _tmpdir():
     return d
 
 
-def _rm(path):
-    for ent in os.ilistdir(path):
-        p = path + "/" + ent[0]
-        if ent[1] == 0x4000:
-            _rm(p)
-        else:
-            os.remove(p)
-    os.rmdir(path)
-
-
 _links = []
 
 
@@ -117,7 +107,7 @@ def teardown():
     while _links:
         _links.pop().close()
     while _dirs:
-        _rm(_dirs.pop())
+        mptest.rmtree(_dirs.pop())
 
 
 def test_connect_with_user_password_publishes_status_and_state():

@@ -6,16 +6,6 @@ from firmware.sessionlog import SessionLog
 _dir = None
 
 
-def _rm(path):
-    for ent in os.ilistdir(path):
-        p = path + "/" + ent[0]
-        if ent[1] == 0x4000:
-            _rm(p)
-        else:
-            os.remove(p)
-    os.rmdir(path)
-
-
 def setup():
     global _dir
     _dir = "/tmp/evse-slog-%d" % (int.from_bytes(os.urandom(4), "little"))
@@ -23,7 +13,7 @@ def setup():
 
 
 def teardown():
-    _rm(_dir)
+    mptest.rmtree(_dir)
 
 
 def _rec(i):
