@@ -61,13 +61,14 @@ def wait_port(port, timeout=20):
 
 # -- the broker -----------------------------------------------------------------
 def start_broker():
-    """(url, host, port, process or None): $MQTT_URL, else an embedded amqtt."""
+    """(url, host, port, process or None, user, password): $MQTT_URL, else an
+    embedded amqtt."""
     url = os.environ.get("MQTT_URL")
     if url:
         from tools.rollout import parse_mqtt_url
-        p = parse_mqtt_url(url)
-        say("broker", "using %s" % url)
-        return url, p["host"], p["port"], None
+        host, port, user, password = parse_mqtt_url(url)
+        say("broker", "using %s" % (url.replace(":%s@" % password, ":***@") if password else url))
+        return url, host, port, None, user, password
     port = free_port()
     cfg = os.path.join(DEMO_DIR, "amqtt.yaml")
     with open(cfg, "w") as f:
@@ -81,14 +82,14 @@ def start_broker():
     if not wait_port(port):
         raise RuntimeError("the embedded broker (amqtt) did not start; see %s" % log.name)
     say("broker", "embedded amqtt on 127.0.0.1:%d (set MQTT_URL to use your own)" % port)
-    return "mqtt://127.0.0.1:%d" % port, "127.0.0.1", port, proc
+    return "mqtt://127.0.0.1:%d" % port, "127.0.0.1", port, proc, None, None
 
 
 # -- watching the fleet on MQTT --------------------------------------------------
 class Narrator:
     """Subscribes to the fleet's topics and tells what each board does."""
 
-    def __init__(self, host, port):
+    def __init__(self, host, port, user=None, password=None):
         import paho.mqtt.client as mqtt
         self.seen = {}
         self.fw = {}
@@ -99,6 +100,8 @@ class Narrator:
         self.c.on_message = self._msg
         self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(
             [("evse/+/firmware", 1), ("evse/+/status", 1), ("evse/+/session", 1)])
+        if user:
+            self.c.username_pw_set(user, password)
         self.c.connect(host, port)
         self.c.loop_start()
 
@@ -162,6 +165,18 @@ class Narrator:
 
 # -- the demo ----------------------------------------------------------------------
 def main(argv=None):
+    """Run the demo; 0 when the story went as told (see run())."""
+    return 0 if run()["ok"] else 1
+
+
+def run(demo_dir=None):
+    """The demo. Returns what happened: {"ok", "rollout_exit", "boards":
+    {id: get() of the board at the end}, "sessions": [(board, kWh)], "events",
+    "report"}. ok: the rollout finished, every healthy board runs 1.1.0
+    confirmed, the damaged one rolled back to 1.0.0 on its own and says why."""
+    global DEMO_DIR
+    if demo_dir:
+        DEMO_DIR = demo_dir
     from tools import deploy, monitor, serve
     from tools.vboard import VBoard
 
@@ -170,7 +185,7 @@ def main(argv=None):
     print("evse-agent demo: five virtual chargers, a signed release, a staged rollout\n", flush=True)
     procs, boards, narrator, server = [], [], None, None
     try:
-        url, host, port, broker = start_broker()
+        url, host, port, broker, user, password = start_broker()
         if broker:
             procs.append(broker)
 
@@ -187,7 +202,7 @@ def main(argv=None):
         server, http_port = serve.serve(out)
         say("http", "release server on http://127.0.0.1:%d/ (Range requests, resumable)" % http_port)
 
-        narrator = Narrator(host, port)
+        narrator = Narrator(host, port, user, password)
 
         # boards: blank flash, deploy 1.0.0 over the pty with mpremote
         extra = os.path.join(DEMO_DIR, "board-config.json")
@@ -200,7 +215,7 @@ def main(argv=None):
             boards.append(b)
             t = time.time()
             deploy.deploy(b.pty, rel["1.0.0"], [pub], name, board="sim", broker="%s:%d" % (host, port),
-                          config=extra, log=lambda *a, **k: None)
+                          user=user, password=password, config=extra, log=lambda *a, **k: None)
             b.wait_for({"version": "1.0.0"}, timeout=60, what="1.0.0 running")
             say(name, "deployed 1.0.0 over %s with mpremote in %.1fs; running, slot %s" % (
                 b.pty, time.time() - t, b.get().get("slot")))
@@ -261,8 +276,17 @@ def main(argv=None):
         reports = sorted(f for f in os.listdir(DEMO_DIR) if f.startswith("rollout-"))
         for f in reports:
             print("report: %s" % os.path.relpath(os.path.join(DEMO_DIR, f), ROOT))
-        ok = rc in (0, 1) and g.get("version") == "1.0.0"
-        return 0 if ok else 1
+        final = {name: by[name].get() for name in BOARDS}
+        healthy = all(final[n].get("version") == "1.1.0" and not final[n].get("trial")
+                      for n in BOARDS if n != DAMAGED)
+        rolled_back = (g.get("version") == "1.0.0" and g.get("slot") == "a"
+                       and "cp_selftest" in str(g.get("boot_reason")))
+        ok = rc == 0 and healthy and rolled_back
+        if not ok:
+            print("\nthe demo did not go as told: rollout exit %d, healthy boards on 1.1.0: %s, "
+                  "%s rolled back: %s" % (rc, healthy, DAMAGED, rolled_back))
+        return {"ok": ok, "rollout_exit": rc, "boards": final, "events": list(narrator.events),
+                "sessions": list(narrator.seen), "report": [os.path.join(DEMO_DIR, f) for f in reports]}
     finally:
         if narrator:
             narrator.close()

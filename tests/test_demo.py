@@ -1,0 +1,58 @@
+"""End to end, the way `make demo` runs it: release -> deploy over each virtual
+board's pty with mpremote -> staged rollout (canary, waves) over a real broker
+while sessions run -> one board's trial boot fails and rolls back on its own.
+(Error thresholds and resume after killing the controller: tests/test_rollout.py.)"""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tools import demo
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+
+
+@pytest.fixture
+def broker(tmp_path, monkeypatch):
+    """A real mosquitto when installed (else the demo's embedded amqtt)."""
+    if not MOSQUITTO:
+        yield None
+        return
+    port = demo.free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n%s" % (
+        port, "user root\n" if os.geteuid() == 0 else ""))
+    p = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert demo.wait_port(port), "mosquitto did not start"
+    monkeypatch.setenv("MQTT_URL", "mqtt://127.0.0.1:%d" % port)
+    yield port
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def test_fleet_update_end_to_end(broker, tmp_path):
+    t0 = time.time()
+    res = demo.run(str(tmp_path / "demo"))
+    assert res["ok"], res
+    assert res["rollout_exit"] == 0
+    boards = res["boards"]
+    assert {n: b["version"] for n, b in boards.items()} == {
+        "vb-1": "1.1.0", "vb-2": "1.1.0", "vb-3": "1.0.0", "vb-4": "1.1.0", "vb-5": "1.1.0"}
+    assert boards["vb-3"]["boot_reason"].startswith("cp_selftest")
+    ev = res["events"]
+    # installs on charging boards waited for their sessions
+    for name in demo.CHARGING:
+        seq = [s for d, s in ev if d == name]
+        assert "InstallScheduled" in seq and seq.index("InstallScheduled") < seq.index("InstallRebooting"), seq
+        assert seq[-1] == "Installed", seq
+    assert ("vb-3", "InstallationFailed") in ev
+    sessions = {d for d, _ in res["sessions"]}
+    assert set(demo.CHARGING) <= sessions, res["sessions"]
+    report = [p for p in res["report"] if p.endswith(".json")][0]
+    with open(report) as f:
+        rep = json.load(f)
+    assert "vb-3" in json.dumps(rep) and os.path.exists(report[:-5] + ".html")
+    assert time.time() - t0 < 300
