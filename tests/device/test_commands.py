@@ -1,9 +1,9 @@
 # mptest: heapsize=96K
 # firmware/commands.py: one reply per command with an id; refused commands change nothing.
 from firmware.evse import Evse, Sense   # first: the largest module to compile from source
-import os
 import json
 import mptest
+from firmware.hal import simflash
 from firmware import config
 from firmware.commands import Commands, MAX_PAYLOAD
 
@@ -13,13 +13,12 @@ _MUT = ("set_limit", "pause", "resume", "authorize", "stop_session", "clear_faul
 
 def setup():
     global _dir
-    _dir = "/tmp/evse-cmd-%d" % (int.from_bytes(os.urandom(4), "little"))
-    os.mkdir(_dir)
+    _dir = simflash.tmpdir("evse-cmd")
     config.update(_dir, {"mqtt": {"user": "u", "password": "hunter2"}})
 
 
 def teardown():
-    mptest.rmtree(_dir)
+    simflash.rmtree(_dir)
 
 
 class Recorder:

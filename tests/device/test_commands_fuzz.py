@@ -10,6 +10,7 @@ import os
 import json
 import random
 import mptest
+from firmware.hal import simflash
 from firmware import config
 from firmware.commands import Commands
 
@@ -208,8 +209,7 @@ def _run(seed, d):
 
 def test_fuzz_commands():
     seed = int(os.getenv("FUZZ_SEED") or 20240611)
-    d = "/tmp/evse-fuzz-%d" % (int.from_bytes(os.urandom(4), "little"))
-    os.mkdir(d)
+    d = simflash.tmpdir("evse-fuzz")
     try:
         config.update(d, {"telemetry_ms": 5000})
         replies = _run(seed, d)
@@ -217,5 +217,5 @@ def test_fuzz_commands():
         print("FUZZ_SEED=%d reproduces this failure" % seed)
         raise e
     finally:
-        mptest.rmtree(d)
+        simflash.rmtree(d)
     mptest.true(replies > N // 4, "too few replies to be meaningful", replies)

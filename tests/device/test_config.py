@@ -2,6 +2,7 @@
 import os
 import json
 import mptest
+from firmware.hal import simflash
 from firmware import config
 
 _dir = None
@@ -9,12 +10,11 @@ _dir = None
 
 def setup():
     global _dir
-    _dir = "/tmp/evse-cfg-%d" % (int.from_bytes(os.urandom(4), "little"))
-    os.mkdir(_dir)
+    _dir = simflash.tmpdir("evse-cfg")
 
 
 def teardown():
-    mptest.rmtree(_dir)
+    simflash.rmtree(_dir)
 
 
 def _write(data):

@@ -5,11 +5,11 @@
 # exceed 96K on the 64-bit unix port; the link's own heap use is in the bench.
 # Waiting for the network uses the real clock with a deadline; every timing
 # rule of the link itself (CONNACK timeout, backoff) is driven in virtual time.
-import os
 import json
 import time
 import socket
 import mptest
+from firmware.hal import simflash
 
 _info = None
 _dirs = []
@@ -87,8 +87,7 @@ def _pump(link, cond, clock, timeout_ms=8000, skip_backoff=True):
 
 
 def _tmpdir():
-    d = "/tmp/evse-link-%d" % (int.from_bytes(os.urandom(4), "little"))
-    os.mkdir(d)
+    d = simflash.tmpdir("evse-link")
     _dirs.append(d)
     return d
 
@@ -107,7 +106,7 @@ def teardown():
     while _links:
         _links.pop().close()
     while _dirs:
-        mptest.rmtree(_dirs.pop())
+        simflash.rmtree(_dirs.pop())
 
 
 def test_connect_with_user_password_publishes_status_and_state():

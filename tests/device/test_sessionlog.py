@@ -1,6 +1,7 @@
 # firmware/sessionlog.py: durable, bounded queue of finished sessions.
 import os
 import mptest
+from firmware.hal import simflash
 from firmware.sessionlog import SessionLog
 
 _dir = None
@@ -8,12 +9,11 @@ _dir = None
 
 def setup():
     global _dir
-    _dir = "/tmp/evse-slog-%d" % (int.from_bytes(os.urandom(4), "little"))
-    os.mkdir(_dir)
+    _dir = simflash.tmpdir("evse-slog")
 
 
 def teardown():
-    mptest.rmtree(_dir)
+    simflash.rmtree(_dir)
 
 
 def _rec(i):

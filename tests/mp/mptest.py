@@ -40,21 +40,3 @@ def data_path(name):
         skip("no host data for this module")
     return DATA + "/" + name
 
-
-def tmpdir(prefix="evse"):
-    """A fresh directory under /tmp on the host file system."""
-    import os
-    d = "/tmp/%s-%d" % (prefix, int.from_bytes(os.urandom(4), "little"))
-    os.mkdir(d)
-    return d
-
-
-def rmtree(path):
-    import os
-    for ent in os.ilistdir(path):
-        p = path + "/" + ent[0]
-        if ent[1] == 0x4000:
-            rmtree(p)
-        else:
-            os.remove(p)
-    os.rmdir(path)
