@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tools import demo
+from tools.netutil import free_port, wait_port
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 
@@ -21,12 +22,12 @@ def broker(tmp_path, monkeypatch):
     if not MOSQUITTO:
         yield None
         return
-    port = demo.free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n%s" % (
         port, "user root\n" if os.geteuid() == 0 else ""))
     p = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert demo.wait_port(port), "mosquitto did not start"
+    assert wait_port(port), "mosquitto did not start"
     monkeypatch.setenv("MQTT_URL", "mqtt://127.0.0.1:%d" % port)
     yield port
     p.terminate()

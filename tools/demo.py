@@ -18,13 +18,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 from tools import keys, release
+from tools.netutil import free_port, wait_port
 from tools.mpunix import ROOT
 
 DEMO_DIR = os.path.join(ROOT, "build", "demo")
@@ -38,25 +38,6 @@ _print_lock = threading.Lock()
 def say(who, text):
     with _print_lock:
         print("[%5.1fs] %-8s %s" % (time.time() - T0, who, text), flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 # -- the broker -----------------------------------------------------------------

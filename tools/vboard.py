@@ -23,7 +23,6 @@ Python API (tests, demo):
     b.stop()
 """
 import argparse
-import errno
 import fcntl
 import json
 import os
@@ -38,6 +37,7 @@ import time
 import tty
 
 from tools import mpunix
+from tools.netutil import free_port
 
 ROM = os.path.join(mpunix.ROOT, "tools", "mp", "vboard_rom.py")
 
@@ -67,14 +67,6 @@ def heap_bytes(text):
 
 class VBoardError(Exception):
     pass
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _set_console_modes(fd):

@@ -34,7 +34,8 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
+
+from tools.netutil import free_port, wait_port
 
 USER = "evse"
 PASSWORD = "s3cret-pw"
@@ -43,14 +44,6 @@ BACKEND_PASSWORD = "backend-pw"
 
 _procs = []
 _live = []  # keeps the servers of every make() call alive for the session
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def find_mosquitto():
@@ -123,25 +116,14 @@ def make_certs(d):
     return paths
 
 
-def _wait_port(port, timeout=10.0):
-    t_end = time.time() + timeout
-    while time.time() < t_end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 class Broker:
     """mosquitto on fixed ports (chosen once), restartable."""
 
     def __init__(self, d, exe=None):
         self.dir = d
         self.exe = exe or find_mosquitto()
-        self.port = _free_port()
-        self.tls_port = _free_port()
+        self.port = free_port()
+        self.tls_port = free_port()
         self.certs = make_certs(d)
         self.pwfile = os.path.join(d, "passwd")
         with open(self.pwfile, "w") as f:
@@ -167,7 +149,7 @@ class Broker:
         self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         _procs.append(self.proc)
-        if not (_wait_port(self.port) and _wait_port(self.tls_port)):
+        if not (wait_port(self.port) and wait_port(self.tls_port)):
             raise RuntimeError("mosquitto did not start (see %s)" % os.path.join(self.dir, "mosquitto.log"))
 
     def stop(self):
@@ -329,7 +311,7 @@ def make(dirpath):
                 "user": USER, "password": PASSWORD,
                 "ca": broker.certs["ca.pem"], "ca_der": broker.certs["ca.der"],
                 "other_ca": broker.certs["other_ca.pem"],
-                "stalled_port": stalled.port, "down_port": _free_port(),
+                "stalled_port": stalled.port, "down_port": free_port(),
                 "control_port": control.port,
             })
             _live.append((broker, backend, stalled, control))
