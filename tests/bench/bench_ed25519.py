@@ -1,8 +1,7 @@
 # bench: heapsize=96K
 # Ed25519 verify time, SHA-512 throughput, heap needed by one verify.
-import gc
 import time
-from benchlib import report
+from benchlib import report, headroom
 from firmware.ota import ed25519
 from firmware.ota.sha512 import sha512
 
@@ -10,44 +9,6 @@ PK = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707
 SIG = bytes.fromhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bac"
                     "c61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
 N = 50
-
-
-def headroom(fn):
-    """Smallest free heap (bytes) with which fn() still returns True: the
-    rest of the heap is filled with ballast before each try."""
-    def ok(h):
-        bal = [None] * 300
-        n = 0
-        gc.collect()
-        try:
-            hole = bytearray(h)   # keep the headroom contiguous where the heap allows
-        except MemoryError:
-            hole = None
-        for size in (8192, 2048, 512, 128, 32):
-            while n < 300 and gc.mem_free() - size - 32 > (h if hole is None else 0):
-                try:
-                    bal[n] = bytearray(size)
-                    n += 1
-                except MemoryError:
-                    break
-        hole = None
-        gc.collect()
-        try:
-            r = fn()
-        except MemoryError:
-            r = False
-        bal = None
-        return r
-    lo, hi = 0, 48000
-    if not ok(hi):
-        return -1
-    while hi - lo > 64:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 def main():

@@ -2,11 +2,10 @@
 # Image verification: 1 MiB image vs one raw SHA-256 pass + one signature
 # check over the same bytes; heap needed to verify 64 KiB and 1 MiB images.
 # Images come from tests/bench/host_00_prep_images.py ($EVSE_OTA_BENCH_DIR).
-import gc
 import hashlib
 import os
 import time
-from benchlib import report
+from benchlib import report, headroom
 from firmware.ota import ed25519, image
 
 DIR = os.getenv("EVSE_OTA_BENCH_DIR") or "/tmp/evse-ota-bench"
@@ -32,43 +31,6 @@ def raw_pass(name, key, sig):
 def verify(name, keys, chunk=512):
     with open(path(name), "rb") as f:
         return image.verify(f, keys, board="bench-board", chunk=chunk)
-
-
-def headroom(fn):
-    def ok(h):
-        bal = [None] * 300
-        n = 0
-        gc.collect()
-        try:
-            hole = bytearray(h)   # keep the headroom contiguous where the heap allows
-        except MemoryError:
-            hole = None
-        for size in (8192, 2048, 512, 128, 32):
-            while n < 300 and gc.mem_free() - size - 32 > (h if hole is None else 0):
-                try:
-                    bal[n] = bytearray(size)
-                    n += 1
-                except MemoryError:
-                    break
-        hole = None
-        gc.collect()
-        try:
-            fn()
-            r = True
-        except Exception:   # MemoryError, or ImageError("bad signature") from a starved verify
-            r = False
-        bal = None
-        return r
-    lo, hi = 0, 48000
-    if not ok(hi):
-        return -1
-    while hi - lo > 64:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 def load_keys():
