@@ -1,7 +1,7 @@
 # ESP32 backend: the shared machine board with an ESP32 pin map.
 # ADC channels are on ADC1 (GPIO 32-39): ADC2 is unusable while Wi-Fi runs.
 import machine
-from firmware.hal.board import MachineBoard
+from firmware.hal.machine_board import MachineBoard
 
 PINS = {
     "cp_pwm": 26,     # LEDC PWM 1 kHz into the +-12 V CP driver

@@ -1,7 +1,7 @@
 # RP2040 backend: the shared machine board with a Raspberry Pi Pico pin map.
 # The RP2040 has ADC0-2 on GP26-28 and the on-chip temperature sensor on ADC4.
 import machine
-from firmware.hal.board import MachineBoard
+from firmware.hal.machine_board import MachineBoard
 
 PINS = {
     "cp_pwm": 16,     # PWM slice 0 A, 1 kHz into the +-12 V CP driver

@@ -3,19 +3,10 @@
 # or the virtual-board process calls advance(ms).
 from micropython import const
 import time
+from firmware.hal.board import check_duty
 
 TICKS_MASK = time.ticks_add(0, -1)  # ticks period - 1 of this port (2**30 - 1 on boards)
 _M32 = const(0xFFFFFFFF)
-
-
-def check_duty(duty):
-    # same check as firmware.hal.board.check_duty (not imported: that module
-    # carries the machine backend and is expensive to compile at 96 KB)
-    if type(duty) is bool or not isinstance(duty, (int, float)):
-        raise TypeError("cp duty must be a number, got %r" % (duty,))
-    if not 0 <= duty <= 100:  # also rejects nan
-        raise ValueError("cp duty %r outside 0..100 %%" % (duty,))
-    return float(duty)
 
 
 class SimReset(Exception):

@@ -6,7 +6,8 @@ import fake_machine as fm
 sys.modules["machine"] = fm   # before the backend is imported
 import mptest
 from firmware.hal import create
-from firmware.hal.board import CtMeter, PP_OPEN
+from firmware.hal.board import PP_OPEN
+from firmware.hal.machine_board import CtMeter
 from firmware.hal.esp32 import Esp32Board, PINS
 
 M12, P12, VREF = 250, 3050, 3300   # default front end (docs/hal.md)
