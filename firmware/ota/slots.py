@@ -65,14 +65,19 @@ def _mkdir(p):
         os.mkdir(p)
 
 
-def wipe(slot, root="/"):
-    """Empty the slot directory, MANIFEST first (so a cut leaves it unbootable)."""
-    d = slot_dir(slot, root)
+def _drop_manifest(d):
+    # first thing before the files change: a cut from here on leaves the slot unbootable
     for name in ("/MANIFEST", "/MANIFEST.tmp"):
         try:
             os.remove(d + name)
         except OSError:
             pass
+
+
+def wipe(slot, root="/"):
+    """Empty the slot directory, MANIFEST first (so a cut leaves it unbootable)."""
+    d = slot_dir(slot, root)
+    _drop_manifest(d)
     if _exists(d):
         _rmtree(d)
     else:
@@ -147,11 +152,7 @@ def seal(slot, version, root="/", board=None):
     """Write the MANIFEST of the files now in `slot` (deploys with mpremote
     copy files, then seal). Returns the manifest header."""
     d = slot_dir(slot, root)
-    for name in ("/MANIFEST", "/MANIFEST.tmp"):
-        try:
-            os.remove(d + name)
-        except OSError:
-            pass
+    _drop_manifest(d)
     buf = bytearray(_BUF)
     tot = [0, 0]
 
