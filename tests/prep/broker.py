@@ -163,26 +163,35 @@ class Broker:
         self.proc = None
 
 
+def _listen(backlog, on_conn):
+    """A loopback listener whose accepted connections go to on_conn(sock) in a
+    daemon thread. Returns (listening socket, port)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+
+    def run():
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            on_conn(c)
+    threading.Thread(target=run, daemon=True).start()
+    return sock, sock.getsockname()[1]
+
+
 class Stalled:
     """Accepts TCP connections and never reads from them."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.held = []
-        threading.Thread(target=self._run, daemon=True).start()
+        self.sock, self.port = _listen(16, self._hold)
 
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(c)
-            del self.held[:-64]
+    def _hold(self, c):
+        self.held.append(c)
+        del self.held[:-64]
 
 
 class Backend:
@@ -225,20 +234,8 @@ class Control:
     def __init__(self, broker, backend):
         self.broker = broker
         self.backend = backend
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        self.sock, self.port = _listen(
+            4, lambda c: threading.Thread(target=self._serve, args=(c,), daemon=True).start())
 
     def _serve(self, c):
         f = c.makefile("rwb")
