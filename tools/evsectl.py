@@ -27,11 +27,6 @@ def _cmd_serve(a):
     return serve.main([a.dir, "--host", a.host, "--port", str(a.port)])
 
 
-def _cmd_vboard(a):
-    from tools import vboard
-    return vboard.main(a.args)
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="evsectl", description=__doc__)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -73,19 +68,13 @@ def build_parser():
     s.add_argument("--port", type=int, default=8000)
     s.set_defaults(fn=_cmd_serve)
 
-    s = sub.add_parser("vboard", help="run a virtual charger board on the MicroPython unix port",
-                       description="Run a virtual board (LittleFS flash image, simulated vehicle and grid, "
-                                   "control channel, mpremote over a pty). `evsectl vboard --help` for options.",
-                       add_help=False)
-    s.add_argument("args", nargs=argparse.REMAINDER)
-    s.set_defaults(fn=_cmd_vboard)
-
-    for name, text in (("deploy", "put the bootstrap, a signed release, keys and config on a board (mpremote)"),
+    # listed here for the top-level help; main() hands their arguments to their
+    # own parsers (_PASSTHROUGH) before this parser runs
+    for name, text in (("vboard", "run a virtual charger board on the MicroPython unix port"),
+                       ("deploy", "put the bootstrap, a signed release, keys and config on a board (mpremote)"),
                        ("rollout", "roll a release out to a fleet in stages over MQTT (start/status/pause/resume/abort/report)"),
                        ("monitor", "live table of the fleet over MQTT")):
-        s = sub.add_parser(name, help=text, description=text + ". `evsectl %s --help` for options." % name,
-                           add_help=False)
-        s.add_argument("args", nargs=argparse.REMAINDER)
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
