@@ -22,11 +22,6 @@ def _cmd_verify(a):
     return verify.main(a)
 
 
-def _cmd_serve(a):
-    from tools import serve
-    return serve.main([a.dir, "--host", a.host, "--port", str(a.port)])
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="evsectl", description=__doc__)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -61,16 +56,10 @@ def build_parser():
     s.add_argument("--board", default=None, help="expected board id")
     s.set_defaults(fn=_cmd_verify)
 
-    s = sub.add_parser("serve", help="serve release files over HTTP with Range support (development)",
-                       description="A small HTTP server with Range support for development and the demo.")
-    s.add_argument("dir")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.set_defaults(fn=_cmd_serve)
-
     # listed here for the top-level help; main() hands their arguments to their
     # own parsers (_PASSTHROUGH) before this parser runs
-    for name, text in (("vboard", "run a virtual charger board on the MicroPython unix port"),
+    for name, text in (("serve", "serve release files over HTTP(S) with Range support (development, the demo)"),
+                       ("vboard", "run a virtual charger board on the MicroPython unix port"),
                        ("deploy", "put the bootstrap, a signed release, keys and config on a board (mpremote)"),
                        ("rollout", "roll a release out to a fleet in stages over MQTT (start/status/pause/resume/abort/report)"),
                        ("monitor", "live table of the fleet over MQTT")):
@@ -80,7 +69,7 @@ def build_parser():
 
 # subcommands whose options are parsed by their own module (argparse would
 # refuse a leading option after REMAINDER)
-_PASSTHROUGH = {"vboard": ("tools.vboard", "main"), "deploy": ("tools.deploy", "main"),
+_PASSTHROUGH = {"serve": ("tools.serve", "main"), "vboard": ("tools.vboard", "main"), "deploy": ("tools.deploy", "main"),
                 "rollout": ("tools.rollout", "main"), "monitor": ("tools.monitor", "main")}
 
 
