@@ -405,9 +405,6 @@ class Agent:
                 self._on_fw_status(r[0], r[1], None, r[2])
         except Exception as e:
             self._error(e)
-        if not getattr(self.updater, "loaded", True):
-            from firmware.ota import ondemand
-            ondemand.release()     # the report is out: give the heap back
 
     def loop(self, periods=None):
         """Control periods every period_ms on ticks_add deadlines, `periods`

@@ -7,12 +7,9 @@
 # it used goes back to the agent. Same interface as updater.UpdateJob for the
 # agent and the commands: start(), poll(), status(), resume(), cancel().
 import sys
-from micropython import const
 from firmware.ota import job as _job
 
 _MODULES = ("health", "updater", "fetch", "image", "ed25519", "sha512", "bundle", "slots")
-_IDLE = "Idle"
-_UNUSED = const(0)
 
 
 def release():
@@ -31,8 +28,8 @@ class OnDemandUpdater:
         self._kw = kw
         self.on_status = on_status
         self.job = None
-        self._status = _IDLE
-        self.loads = _UNUSED          # times the OTA chain was imported (diagnostics)
+        self._status = _job.IDLE
+        self.loads = 0                # times the OTA chain was imported (diagnostics)
 
     @property
     def loaded(self):
