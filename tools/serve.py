@@ -30,7 +30,6 @@ request, from two sources that are merged:
 """
 import argparse
 import email.utils
-import hashlib
 import os
 import random
 import socket
