@@ -198,7 +198,7 @@ class Fetcher:
         tls, host, port, _ = self._target
         try:
             ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except OSError as e:
+        except OSError:
             raise FetchError(E_DNS, host)
         if not ai:
             raise FetchError(E_DNS, host)

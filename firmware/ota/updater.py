@@ -15,7 +15,6 @@
 from micropython import const
 import gc
 import os
-import json
 import boot
 from firmware.ota import fetch, image, slots
 
