@@ -188,7 +188,7 @@ def test_network_errors_never_stop_control():
     link = _BadLink()
     a, b = _agent(link=link)
     b.plug("C")
-    t = _until(a, b, lambda a, b: b.contacts_closed, 3000)
+    _until(a, b, lambda a, b: b.contacts_closed, 3000)
     _run(a, b, 2000)
     mptest.true(link.polls > 50, link.polls)
     mptest.true(a.errors >= link.polls, a.errors)

@@ -333,7 +333,7 @@ def test_main_active_import_failure_switches_to_the_other_slot():
     _inst("b", "v2")
     _inst("a", "noimport")
     boot.write_record(_rec(active="a"), R)
-    info = boot.main(R)
+    boot.main(R)
     mptest.eq(_runlog(), [["2.0.0", "b", "False", "import_failed"]])
     rec = boot.read_record(R)
     mptest.eq((rec.active, rec.reason, rec.failed_version), ("b", "import_failed", "2.2.0"))

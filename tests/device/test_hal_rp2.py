@@ -5,7 +5,7 @@ import fake_machine as fm
 sys.modules["machine"] = fm   # before the backend is imported
 import mptest
 from firmware.hal import create
-from firmware.hal.rp2 import Rp2Board, PINS
+from firmware.hal.rp2 import Rp2Board
 
 
 def cp_u16(cp_mv, m12=250, p12=3050):

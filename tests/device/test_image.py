@@ -8,7 +8,6 @@ import gc
 _BUF = bytearray(4096)
 
 import hashlib
-import io
 import json
 import os
 import struct

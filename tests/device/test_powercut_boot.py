@@ -11,7 +11,7 @@ import mptest
 import boot
 from firmware.ota import slots
 from firmware.hal import simflash
-from firmware.hal.simflash import FileBlockDevice, PowerCut
+from firmware.hal.simflash import FileBlockDevice
 
 MNT = "/flash"
 R = MNT + "/"

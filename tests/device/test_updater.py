@@ -4,9 +4,7 @@
 # The update job (firmware/ota/updater.py) + health checks on a real LittleFS
 # (simflash), downloading from tools/serve.py with injected network faults.
 import os
-import json
 import time
-import vfs
 import mptest
 import boot
 from firmware.hal import simflash
