@@ -8,7 +8,11 @@ DEFAULT_HEAP = "96K"
 
 
 def binary():
-    """Path of the `micropython` executable installed next to this Python."""
+    """Path of the `micropython` executable: $MICROPYTHON when set (e.g. the 32-bit
+    build at ../shared/mp32/micropython), else the pinned one next to this Python."""
+    forced = os.environ.get("MICROPYTHON")
+    if forced:
+        return forced
     cand = os.path.join(os.path.dirname(sys.executable), "micropython")
     if os.path.exists(cand):
         return cand
