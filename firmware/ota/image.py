@@ -1,5 +1,6 @@
 # MCUboot signed-image verification (the format `imgtool sign` writes with an
-# Ed25519 key), streaming, for MicroPython. See docs/image-format.md.
+# Ed25519 or an ECDSA P-256 key), streaming, for MicroPython. See
+# docs/image-format.md.
 #
 #   info = verify(stream, public_keys, board=None)
 #   v = Verifier(public_keys, board=None); v.feed(chunk) ...; info = v.finish()
@@ -21,6 +22,7 @@ TLV_PROT_INFO_MAGIC = const(0x6908)   # protected TLV area (hashed)
 TLV_KEYHASH = const(0x01)
 TLV_PUBKEY = const(0x02)
 TLV_SHA256 = const(0x10)
+TLV_ECDSA = const(0x22)               # ECDSA signature (DER), P-256 keys here
 TLV_ED25519 = const(0x24)
 TLV_SEC_CNT = const(0x50)
 TLV_BOARD = const(0xA0)               # custom protected TLV: UTF-8 board id
@@ -35,10 +37,49 @@ _FLAGS = ((0x04, "encrypted (AES-128)"), (0x08, "encrypted (AES-256)"), (0x10, "
           (0x20, "RAM-load"), (0x100, "ROM-fixed"), (0x200, "compressed (LZMA1)"),
           (0x400, "compressed (LZMA2)"), (0x800, "compressed (ARM Thumb)"))
 # expected value length of the TLVs that are used (board: at most BOARD_MAX)
-_LEN = {TLV_SEC_CNT: 4, TLV_KEYHASH: 32, TLV_PUBKEY: 44, TLV_SHA256: 32, TLV_ED25519: 64}
+# (PUBKEY: 44 for Ed25519 or 91 for P-256, ECDSA: a DER signature of 8..72)
+_LEN = {TLV_SEC_CNT: 4, TLV_KEYHASH: 32, TLV_PUBKEY: 0, TLV_SHA256: 32, TLV_ED25519: 64, TLV_ECDSA: 0}
 
 # DER SubjectPublicKeyInfo of an Ed25519 key = these 12 bytes + the raw key.
 SPKI_PREFIX = b"\x30\x2a\x30\x05\x06\x03\x2b\x65\x70\x03\x21\x00"
+# ... and of a P-256 key (id-ecPublicKey, prime256v1) = these 26 bytes + the
+# 65-byte uncompressed point.
+P256_SPKI_PREFIX = b"\x30\x59\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07\x03\x42\x00"
+
+
+def spki(key):
+    """DER SubjectPublicKeyInfo of a trusted key (32-byte Ed25519 or 65-byte P-256)."""
+    return (SPKI_PREFIX if len(key) == 32 else P256_SPKI_PREFIX) + key
+
+
+def split_keys(data, limit=16):
+    """Trusted keys from the bytes of a key file: a concatenation of raw
+    32-byte Ed25519 keys and 65-byte uncompressed P-256 points (0x04 | X | Y).
+    An entry that starts with 0x04 and whose 65 bytes are a point on P-256 is
+    a P-256 key, anything else is read as a 32-byte Ed25519 key. Raises
+    ImageError when the bytes do not split exactly into 1..limit keys."""
+    keys = []
+    i = 0
+    n = len(data)
+    while i < n:
+        if len(keys) == limit:
+            raise ImageError("key file holds more than %d keys" % limit)
+        if data[i] == 4 and n - i >= 65 and _p256(data[i:i + 65]):
+            keys.append(bytes(data[i:i + 65]))
+            i += 65
+        elif n - i >= 32:
+            keys.append(bytes(data[i:i + 32]))
+            i += 32
+        else:
+            raise ImageError("key file: %d stray bytes after %d keys" % (n - i, len(keys)))
+    if not keys:
+        raise ImageError("key file holds no key")
+    return keys
+
+
+def _p256(k):
+    from . import ecdsa_p256
+    return ecdsa_p256.public_point(k) is not None
 
 
 class ImageError(Exception):
@@ -103,11 +144,13 @@ def _keys(public_keys):
         if isinstance(public_keys, (bytes, bytearray, str)):
             raise TypeError
         for k in public_keys:
-            if not isinstance(k, (bytes, bytearray, memoryview)) or len(k) != 32:
-                raise ImageError("trusted key #%d is not a raw 32-byte Ed25519 key" % len(keys))
+            if not isinstance(k, (bytes, bytearray, memoryview)) or not (
+                    len(k) == 32 or (len(k) == 65 and _p256(k))):
+                raise ImageError("trusted key #%d is neither a raw 32-byte Ed25519 key nor a "
+                                 "65-byte P-256 point" % len(keys))
             keys.append(bytes(k))
     except TypeError:
-        raise ImageError("public_keys must be a list of raw 32-byte keys")
+        raise ImageError("public_keys must be a list of raw keys (32-byte Ed25519, 65-byte P-256)")
     if not keys:
         raise ImageError("no trusted public keys")
     return keys
@@ -272,8 +315,9 @@ class Verifier:
         if t in (0x11, 0x12):
             raise ImageError("SHA%s image hash not supported (sign with --sha 256)"
                              % ("384" if t == 0x11 else "512"))
-        if 0x20 <= t <= 0x25 and t != TLV_ED25519:
-            raise ImageError("signature TLV 0x%02x not supported (Ed25519 over SHA-256 only)" % t)
+        if 0x20 <= t <= 0x25 and t != TLV_ED25519 and t != TLV_ECDSA:
+            raise ImageError("signature TLV 0x%02x not supported (Ed25519 or ECDSA P-256 over "
+                             "SHA-256 only)" % t)
         if 0x30 <= t <= 0x34:
             raise ImageError("encrypted images are not supported")
         if t in (TLV_SEC_CNT, TLV_BOARD):
@@ -293,10 +337,17 @@ class Verifier:
                 raise ImageError("image hash mismatch (payload, header or protected TLVs altered)")
         else:
             return  # other TLVs: hashed (when protected), not used
-        if len(v) != _LEN.get(t, len(v)):
-            raise ImageError("TLV 0x%02x length %d, expected %d" % (t, len(v), _LEN[t]))
+        want = _LEN.get(t, len(v))
+        if t == TLV_PUBKEY:
+            want = 91 if len(v) == 91 else 44
+        elif t == TLV_ECDSA:
+            want = len(v) if 8 <= len(v) <= 72 else 72
+        if len(v) != want:
+            raise ImageError("TLV 0x%02x length %d, expected %d" % (t, len(v), want))
         if t in self._tlv or (t == TLV_KEYHASH and TLV_PUBKEY in self._tlv) or (
-                t == TLV_PUBKEY and TLV_KEYHASH in self._tlv):
+                t == TLV_PUBKEY and TLV_KEYHASH in self._tlv) or (
+                t == TLV_ECDSA and TLV_ED25519 in self._tlv) or (
+                t == TLV_ED25519 and TLV_ECDSA in self._tlv):
             raise ImageError("duplicate TLV 0x%02x" % t)
         self._tlv[t] = v
 
@@ -305,23 +356,37 @@ class Verifier:
         if TLV_SHA256 not in tlv:
             raise ImageError("no SHA256 TLV in the image")
         sig = tlv.get(TLV_ED25519)
+        klen = 32
         if sig is None:
-            raise ImageError("image is not signed (no ED25519 TLV)")
+            sig = tlv.get(TLV_ECDSA)
+            klen = 65
+        if sig is None:
+            raise ImageError("image is not signed (no ED25519 or ECDSA TLV)")
         kh = tlv.get(TLV_KEYHASH)
         pk = tlv.get(TLV_PUBKEY)
         if kh is None and pk is None:
             raise ImageError("no KEYHASH or PUBKEY TLV: cannot tell the signing key")
-        if pk is not None and pk[:12] != SPKI_PREFIX:
-            raise ImageError("PUBKEY TLV is not an Ed25519 DER public key")
+        if pk is not None and pk[:-klen] != (SPKI_PREFIX if klen == 32 else P256_SPKI_PREFIX):
+            raise ImageError("PUBKEY TLV is not the DER public key of the signature's type (%s)"
+                             % ("Ed25519" if klen == 32 else "P-256"))
         idx = -1
         for i, k in enumerate(self._keys):
-            if (pk is not None and pk[12:] == k) or (
-                    kh is not None and hashlib.sha256(SPKI_PREFIX + k).digest() == kh):
+            if len(k) == klen and ((pk is not None and pk[-klen:] == k) or (
+                    kh is not None and hashlib.sha256(spki(k)).digest() == kh)):
                 idx = i
                 break
         if idx < 0:
             raise ImageError("image signed by an untrusted key")
-        if not ed25519.verify(self._keys[idx], self._digest, sig):
+        if klen == 32:
+            ok = ed25519.verify(self._keys[idx], self._digest, sig)
+        else:
+            # imgtool signs the image hash as the ECDSA digest (SHA-256 prehashed)
+            from . import ecdsa_p256
+            if ecdsa_p256.parse_sig(sig) is None:
+                raise ImageError("ECDSA signature TLV is not one strict DER ECDSA-Sig-Value "
+                                 "(padded by imgtool --pad-sig?)")
+            ok = ecdsa_p256.verify_digest(self._keys[idx], self._digest, sig)
+        if not ok:
             raise ImageError("bad signature")
         self._buf = None
         self._info = ImageInfo(self._hdr, tlv, idx, self._digest, self._end)

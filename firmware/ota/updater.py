@@ -63,12 +63,15 @@ def _size(path):
 
 
 def load_keys(root="/"):
-    """Trusted raw Ed25519 keys from /trust/keys.bin (outside the slots)."""
+    """Trusted keys from /trust/keys.bin (outside the slots): 1..16 raw 32-byte
+    Ed25519 keys and 65-byte P-256 points, concatenated (image.split_keys)."""
     with open(_p(root, KEYS_FILE), "rb") as f:
-        data = f.read(32 * 16 + 1)
-    if not data or len(data) % 32 or len(data) > 32 * 16:
-        raise ValueError("trust/keys.bin must hold 1..16 raw 32-byte keys")
-    return [data[i:i + 32] for i in range(0, len(data), 32)]
+        data = f.read(65 * 16 + 1)
+    try:
+        return image.split_keys(data, 16)
+    except image.ImageError as e:
+        raise ValueError("trust/keys.bin must hold 1..16 raw keys (32-byte Ed25519, 65-byte "
+                         "P-256): %s" % e)
 
 
 def version_tuple(v):
