@@ -5,9 +5,9 @@ import sys
 
 def _cmd_keygen(a):
     from tools import keys
-    pem, pub, raw = keys.keygen(a.name, force=a.force)
-    print("signing key : %s  (keep it secret; imgtool-compatible PEM)" % pem)
-    print("public key  : %s  (raw 32 bytes; goes into the board's /trust/keys.bin)" % pub)
+    pem, pub, raw = keys.keygen(a.name, force=a.force, key_type=a.type)
+    print("signing key : %s  (keep it secret; imgtool-compatible %s PEM)" % (pem, a.type))
+    print("public key  : %s  (raw %d bytes; goes into the board's /trust/keys.bin)" % (pub, len(raw)))
     print("key hash    : %s" % keys.keyhash(raw).hex()[:16])
     return 0
 
@@ -22,15 +22,23 @@ def _cmd_verify(a):
     return verify.main(a)
 
 
+def _cmd_certs(a):
+    from tools import certs
+    return certs.main(a)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="evsectl", description=__doc__)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    s = sub.add_parser("keygen", help="create an Ed25519 signing key and the raw public key boards trust",
-                       description="Write NAME.pem (imgtool-compatible Ed25519 private key) and NAME.pub "
-                                   "(raw 32-byte public key for the board's /trust/keys.bin).")
+    s = sub.add_parser("keygen", help="create a signing key (Ed25519 or ECDSA P-256) and the raw public key boards trust",
+                       description="Write NAME.pem (imgtool-compatible private key) and NAME.pub (raw public "
+                                   "key for the board's /trust/keys.bin: 32 bytes for Ed25519, the 65-byte "
+                                   "uncompressed point for ECDSA P-256).")
     s.add_argument("name", help="base path, e.g. keys/release")
+    s.add_argument("--type", default="ed25519", choices=("ed25519", "ecdsa-p256"),
+                   help="key type (default ed25519)")
     s.add_argument("--force", action="store_true", help="overwrite existing files")
     s.set_defaults(fn=_cmd_keygen)
 
@@ -38,7 +46,7 @@ def build_parser():
                        description="Compile firmware/ with mpy-cross, bundle and compress it, sign it with "
                                    "imgtool (version, security counter, board TLV 0x00A0); write IMAGE.img "
                                    "and IMAGE.json.")
-    s.add_argument("--key", required=True, help="signing key (PEM from `evsectl keygen`)")
+    s.add_argument("--key", required=True, help="signing key (PEM from `evsectl keygen`, Ed25519 or ECDSA P-256)")
     s.add_argument("--version", required=True, help="MAJOR.MINOR.REVISION[+BUILD]")
     s.add_argument("--board", required=True, help="board id the image is for (e.g. esp32, rp2, sim)")
     s.add_argument("--security-counter", type=int, default=None, help="anti-rollback counter (default: none)")
@@ -55,6 +63,15 @@ def build_parser():
     s.add_argument("--key", action="append", required=True, help="trusted key (.pub raw, or PEM); repeatable")
     s.add_argument("--board", default=None, help="expected board id")
     s.set_defaults(fn=_cmd_verify)
+
+    s = sub.add_parser("certs", help="manufacturer root, firmware signing certificate, OCPP file signature",
+                       description="Make a manufacturer root CA and firmware signing certificates (ECDSA "
+                                   "P-256 or Ed25519) for tests and small fleets, and print or check the "
+                                   "OCPP SignedUpdateFirmware signature of a file (ECDSA P-256 over SHA-256, "
+                                   "base64).")
+    from tools import certs as _certs
+    _certs.build_parser(s)
+    s.set_defaults(fn=_cmd_certs)
 
     # listed here for the top-level help; main() hands their arguments to their
     # own parsers (_PASSTHROUGH) before this parser runs

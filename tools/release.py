@@ -2,7 +2,7 @@
 
 Steps: mpy-cross every module of the package (bytecode for the target's .mpy
 version), bundle the files (tools/bundle.py; raw DEFLATE), sign the bundle as
-an MCUboot image with `imgtool sign` (Ed25519, version, security counter,
+an MCUboot image with `imgtool sign` (Ed25519 or ECDSA P-256, version, security counter,
 board id in the protected custom TLV 0x00A0), then check the result twice:
 with `imgtool verify` and with the device's own verifier (tools/verify.py).
 Writes OUT/<name>-<version>.img and a JSON description beside it.
@@ -113,6 +113,7 @@ def build(key, version, board, security_counter=None, src=None, out="build", use
         "mpy": (meta or {}).get("mpy") if isinstance(meta, dict) else None,
         "files": (meta or {}).get("files") if isinstance(meta, dict) else None,
         "key_hash": keys.keyhash(raw_pub).hex(),
+        "key_type": keys.key_type(priv),
         "image": os.path.basename(img_path),
     }
     with open(json_path, "w") as f:

@@ -153,6 +153,15 @@ def make(d):
                                  ["inter_pl0root"]),
         "leaf_as_issuer": bad("leaf_under_notca_inter", ["root"], "not a CA", ["leaf_ok"]),
     }
+    # what `evsectl certs root` and `evsectl certs signing` write, as the device reads it
+    pki = os.path.join(d, "pki")
+    rc, rk = certs.make_root(pki, "EVSE Manufacturer Root", "EVSE Test")
+    sc, _ = certs.make_signing(pki, rc, rk, "EVSE Firmware Signing", "EVSE Test")
+    for src, dst in ((rc, "pki_root"), (sc, "pki_signing")):
+        with open(os.path.join(d, dst + ".der"), "wb") as f:
+            f.write(certs.load_cert(src).public_bytes(serialization.Encoding.DER))
+    chains["evsectl_certs"] = ok("pki_signing", ["pki_root"], t=int(datetime.datetime.now(UTC).timestamp()))
+    chains["evsectl_root_is_not_a_signing_cert"] = bad("pki_root", ["pki_root"], "lacks digitalSignature")
     with open(os.path.join(d, "chains.json"), "w") as f:
         json.dump(chains, f, indent=1)
 

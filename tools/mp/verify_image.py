@@ -10,8 +10,8 @@ def main():
     board = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     with open(keys_path, "rb") as f:
         blob = f.read()
-    keys = [blob[i:i + 32] for i in range(0, len(blob), 32)]
     try:
+        keys = image.split_keys(blob)   # 32-byte Ed25519 and 65-byte P-256 keys
         with open(path, "rb") as f:
             info = image.verify(f, keys, board=board)
     except image.ImageError as e:
