@@ -100,17 +100,19 @@ def _odd_multiples(x, y, z, n):
     dx, dy, dz = _dbl(x, y, z)
     dzz = dz * dz % p
     dzzz = dzz * dz % p
-    zz = z * z % p
-    out = [x, y, z, zz, zz * z % p]
-    for _ in range(n - 1):
-        x, y, z = _add(x, y, z, dx, dy, dz, dzz, dzzz)
+    out = [0] * (5 * n)
+    j = 0
+    while True:
         zz = z * z % p
-        out.append(x)
-        out.append(y)
-        out.append(z)
-        out.append(zz)
-        out.append(zz * z % p)
-    return out
+        out[j] = x
+        out[j + 1] = y
+        out[j + 2] = z
+        out[j + 3] = zz
+        out[j + 4] = zz * z % p
+        j += 5
+        if j == 5 * n:
+            return out
+        x, y, z = _add(x, y, z, dx, dy, dz, dzz, dzzz)
 
 
 def _base_table():
