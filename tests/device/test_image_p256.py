@@ -3,7 +3,6 @@
 # key lists mixing Ed25519 and P-256 keys, and the /trust/keys.bin format
 # (firmware/ota/image.py; updater.load_keys: tests/device/test_trust_keys.py).
 import json
-import os
 import mptest
 from firmware.ota import image
 from firmware.ota.image import ImageError
