@@ -14,8 +14,8 @@
 # Speed: Jacobian coordinates (a = -3 doubling, 4M+4S), one joint (Straus)
 # double-scalar multiplication u1*G + u2*Q with width-6 NAF for u1 (16 odd
 # multiples of G in affine form, made once on first use and kept: about 2 KB)
-# and width-5 NAF for u2 (8 odd multiples of Q in Jacobian form with Z^2 and
-# Z^3, built per call). The only inversion is s^-1 mod n: the result is
+# and width-5 NAF for u2 (8 odd multiples of Q in Jacobian form, built per
+# call). The only inversion is s^-1 mod n: the result is
 # compared projectively (X == r * Z^2, and (r + n) * Z^2 when r + n < p), so
 # no inversion mod p is needed per verify.
 import hashlib
@@ -43,10 +43,10 @@ def _dbl(x, y, z):
     return x3, (a * (4 * b - x3) - 8 * (yy * yy % p)) % p, 2 * y * z % p
 
 
-def _add(x1, y1, z1, x2, y2, z2, zz2, zzz2):
-    """(x1:y1:z1) + (x2:y2:z2) in Jacobian coordinates, where zz2 = z2^2 and
-    zzz2 = z2^3 (z2 = 1 for an affine point). Handles the point at infinity
-    (z = 0) and equal or opposite points."""
+def _add(x1, y1, z1, x2, y2, z2):
+    """(x1:y1:z1) + (x2:y2:z2) in Jacobian coordinates (z2 = 1 for an affine
+    point). Handles the point at infinity (z = 0) and equal or opposite
+    points."""
     p = _P
     if not z1:
         return x2, y2, z2
@@ -55,8 +55,9 @@ def _add(x1, y1, z1, x2, y2, z2, zz2, zzz2):
         u1 = x1
         s1 = y1
     else:
+        zz2 = z2 * z2 % p
         u1 = x1 * zz2 % p
-        s1 = y1 * zzz2 % p
+        s1 = y1 * zz2 % p * z2 % p
     h = x2 * zz1 % p - u1
     r = y2 * z1 % p * zz1 % p - s1
     if not h:
@@ -94,25 +95,19 @@ def _wnaf(k, w):
 
 
 def _odd_multiples(x, y, z, n):
-    """[1, 3, ..., 2n-1] * P in Jacobian form as a flat list of
-    (X, Y, Z, Z^2, Z^3) for the n multiples."""
-    p = _P
+    """[1, 3, ..., 2n-1] * P in Jacobian form as a flat list of (X, Y, Z)
+    for the n multiples."""
     dx, dy, dz = _dbl(x, y, z)
-    dzz = dz * dz % p
-    dzzz = dzz * dz % p
-    out = [0] * (5 * n)
+    out = [0] * (3 * n)
     j = 0
     while True:
-        zz = z * z % p
         out[j] = x
         out[j + 1] = y
         out[j + 2] = z
-        out[j + 3] = zz
-        out[j + 4] = zz * z % p
-        j += 5
-        if j == 5 * n:
+        j += 3
+        if j == 3 * n:
             return out
-        x, y, z = _add(x, y, z, dx, dy, dz, dzz, dzzz)
+        x, y, z = _add(x, y, z, dx, dy, dz)
 
 
 def _base_table():
@@ -126,15 +121,15 @@ def _base_table():
         run = 1
         for i in range(n):
             acc[i] = run
-            run = run * tab[5 * i + 2] % p
+            run = run * tab[3 * i + 2] % p
         run = pow(run, p - 2, p)
         out = [0] * (2 * n)
         for i in range(n - 1, -1, -1):
             zi = run * acc[i] % p
-            run = run * tab[5 * i + 2] % p
+            run = run * tab[3 * i + 2] % p
             zi2 = zi * zi % p
-            out[2 * i] = tab[5 * i] * zi2 % p
-            out[2 * i + 1] = tab[5 * i + 1] * zi2 % p * zi % p
+            out[2 * i] = tab[3 * i] * zi2 % p
+            out[2 * i + 1] = tab[3 * i + 1] * zi2 % p * zi % p
         _gtab = out
     return _gtab
 
@@ -224,19 +219,19 @@ def _verify(q, e, rs):
         d = nq[i]
         if d:
             if d & 0x80:
-                j = ((256 - d) >> 1) * 5
-                x, y, z = _add(x, y, z, tq[j], p - tq[j + 1], tq[j + 2], tq[j + 3], tq[j + 4])
+                j = ((256 - d) >> 1) * 3
+                x, y, z = _add(x, y, z, tq[j], p - tq[j + 1], tq[j + 2])
             else:
-                j = (d >> 1) * 5
-                x, y, z = _add(x, y, z, tq[j], tq[j + 1], tq[j + 2], tq[j + 3], tq[j + 4])
+                j = (d >> 1) * 3
+                x, y, z = _add(x, y, z, tq[j], tq[j + 1], tq[j + 2])
         d = ng[i]
         if d:
             if d & 0x80:
                 j = (256 - d) - 1
-                x, y, z = _add(x, y, z, tg[j], p - tg[j + 1], 1, 1, 1)
+                x, y, z = _add(x, y, z, tg[j], p - tg[j + 1], 1)
             else:
                 j = d - 1
-                x, y, z = _add(x, y, z, tg[j], tg[j + 1], 1, 1, 1)
+                x, y, z = _add(x, y, z, tg[j], tg[j + 1], 1)
     if not z:
         return False
     # x(R) mod n == r  <=>  X == r' * Z^2 for r' in {r, r + n} below p
