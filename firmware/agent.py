@@ -471,14 +471,19 @@ class Agent:
                     pass
 
 
+current = None   # the running Agent; after a Ctrl-C at the REPL, what it was doing (evsectl deploy reads it)
+
+
 def run(bootinfo, root="/", board=None):
     """Entry point called by the bootstrap: the board and the agent from the
     configuration, then the loop, forever."""
+    global current
     cfg = load_config(root)
     if board is None:
         from firmware import hal
         board = hal.create(cfg.get("board", "sim"))
     agent = Agent(board, cfg, root, bootinfo)
+    current = agent
     if hasattr(board, "advance"):
         from firmware.hal import simctl
         agent.ctl = simctl.attach(board, agent)

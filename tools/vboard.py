@@ -131,6 +131,7 @@ class VBoard:
         self._proc = None
         self._stop = False
         self._kill_reason = None
+        self._interrupted = None         # what main.py was doing when interrupted (JSON from the ROM)
         self._thread = None
         self._fds = []
         self._log = None
@@ -275,6 +276,10 @@ class VBoard:
             argv += ["--wdt", str(int(self.wdt_ms))]
         if self.mode == "repl":
             argv.insert(1, "-i")
+            if self._interrupted:
+                argv += ["--interrupted", self._interrupted]
+        else:
+            self._interrupted = None
         sb = self._sb
         _set_console_modes(sb)   # a process killed inside its REPL leaves the tty raw
 
@@ -375,6 +380,8 @@ class VBoard:
                         line = line.strip(b".")
                         if line.startswith(b"S"):
                             wdt_ms = int(line[1:])
+                        elif line.startswith(b"I"):
+                            self._interrupted = line[1:].decode("utf-8", "replace")
                     hbuf = hbuf.strip(b".")
             if (wdt_ms is not None and self._kill_reason is None
                     and (time.monotonic() - fed) * 1000 > wdt_ms + _WDT_SLACK_MS):
@@ -384,6 +391,14 @@ class VBoard:
             rc = p.poll()
             if rc is not None:
                 self._drain(mb)
+                try:
+                    hbuf += os.read(hb, 4096)
+                except (BlockingIOError, OSError):
+                    pass
+                for line in hbuf.split(b"\n"):
+                    line = line.strip(b".")
+                    if line.startswith(b"I"):
+                        self._interrupted = line[1:].decode("utf-8", "replace")
                 how, self._kill_reason = self._kill_reason, None
                 return rc, how
 
