@@ -170,6 +170,13 @@ def test_a_mistyped_db_is_not_created(tmp_path, capsys):
     assert not (tmp_path / "no").exists()
     rolloutdb.RolloutDB(str(typo), create=True)
     assert typo.exists()
+    # a file that is not a rollout database is refused, and left as it was
+    for name, data in (("notes.txt", b"not a database\n"), ("empty", b"")):
+        f = tmp_path / name
+        f.write_bytes(data)
+        assert rollout.main(["--db", str(f), "status"]) == 1
+        assert "not a rollout database" in capsys.readouterr().err
+        assert f.read_bytes() == data
 
 
 def test_reports_of_two_databases_do_not_overwrite_each_other(tmp_path):

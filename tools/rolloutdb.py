@@ -117,6 +117,15 @@ class RolloutDB:
                 else:
                     raise ValueError("--db %s: directory %s does not exist (not created)" % (self.path, d))
         self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise ValueError("%s is not a rollout database (%s)" % (self.path, e))
+        if "rollouts" not in tables and (tables or not create):
+            self.conn.close()
+            raise ValueError("%s is not a rollout database%s" % (
+                self.path, " (an SQLite file with other tables)" if tables else " (an empty file)"))
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
