@@ -111,7 +111,7 @@ def test_monitor_once_shows_the_fleet(mq, fleets, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows == [{"device": "mon-01", "online": "yes", "version": "1.0.0", "slot": "A", "state": "A",
                      "session": "-", "firmware": "Idle"}]
-    assert monitor.main(["--mqtt", mq["url"], "--once", "--filter", "board=sim"]) == 1
+    assert monitor.main(["--mqtt", mq["url"], "--once", "--filter", "board=sim"]) == 2
     assert "board" in capsys.readouterr().err
     assert monitor.main(["--mqtt", "mqtt://127.0.0.1:1", "--once"]) == 1
     assert "cannot reach" in capsys.readouterr().err

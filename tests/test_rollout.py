@@ -187,7 +187,7 @@ def test_pause_resume_by_command(tmp_path, mq, fleets, rel):
     sent = sum(f.stats()["update_cmds"].values())
     assert 2 <= sent < 8 and db.counts(1).get("pending", 0) == 8 - sent
     assert db.get(1)["state"] == "paused"
-    assert ro(tmp_path, mq, "pause", "1") == 1      # already paused: refused, nothing changes
+    assert ro(tmp_path, mq, "pause", "1") == 2      # already paused: refused, nothing changes
     assert ro(tmp_path, mq, "resume", "1") == 0     # the live controller picks it up
     t.join(30)
     assert box["rc"] == 0
@@ -210,7 +210,7 @@ def test_abort_and_final_states_refuse_commands(tmp_path, mq, fleets, rel, capsy
     assert sent < 6 and db.counts(1).get("skipped") == 6 - sent
     capsys.readouterr()
     for cmd in ("resume", "pause", "abort"):
-        assert ro(tmp_path, mq, cmd, "1") == 1
+        assert ro(tmp_path, mq, cmd, "1") == 2
         assert "aborted" in capsys.readouterr().err
     assert db.get(1)["state"] == "aborted"
     assert ro(tmp_path, mq, "status", "1") == 0
@@ -274,14 +274,14 @@ def test_bad_input_is_refused_and_creates_nothing(tmp_path, mq, rel, capsys):
     ]
     for extra, word in cases:
         rc = ro(tmp_path, mq, *start_args(mq, rel, ["x1", "x2"], *extra))
-        assert rc == 1
+        assert rc == 2
         assert word in capsys.readouterr().err
     assert ro(tmp_path, mq, "start", "--release", str(tmp_path / "nope.json"), "--base-url", "http://h/",
-              "--targets", "a", "--mqtt", mq["url"]) == 1
+              "--targets", "a", "--mqtt", mq["url"]) == 2
     assert ro(tmp_path, mq, "start", "--release", rel, "--base-url", "ftp://h/", "--targets", "a",
-              "--mqtt", mq["url"]) == 1
+              "--mqtt", mq["url"]) == 2
     assert ro(tmp_path, mq, "start", "--release", rel, "--base-url", "http://h/", "--targets", "a,a",
-              "--mqtt", mq["url"]) == 1
+              "--mqtt", mq["url"]) == 2
     assert "duplicate" in capsys.readouterr().err
     assert db_of(tmp_path).list() == []
     with pytest.raises(SystemExit):
@@ -370,7 +370,7 @@ def test_one_active_rollout_per_device_and_a_trial_is_never_installed(tmp_path, 
                                                      str(tmp_path)))
     wait_for(lambda: f.devices[ids[0]].trial, 20, "the canary on trial")
     # a second rollout for the same devices while the canary is on trial: refused, nothing sent
-    assert ro(tmp_path, mq, *start_args(mq, rel, ids)) == 1
+    assert ro(tmp_path, mq, *start_args(mq, rel, ids)) == 2
     assert "already in an active rollout" in capsys.readouterr().err
     assert len(db_of(tmp_path).list()) == 1
     assert sum(f.stats()["update_cmds"].values()) == 1          # only the canary got its command

@@ -160,7 +160,7 @@ def test_load_release_and_targets(tmp_path):
 def test_a_mistyped_db_is_not_created(tmp_path, capsys):
     typo = tmp_path / "rollots.db"
     for sub in (["status"], ["status", "1"], ["pause", "1"], ["abort", "1"], ["report", "1"]):
-        assert rollout.main(["--db", str(typo)] + sub) == 1
+        assert rollout.main(["--db", str(typo)] + sub) == 2
         assert "no rollout database" in capsys.readouterr().err
     assert not typo.exists()
     # start creates the file, never missing parent directories
@@ -174,7 +174,7 @@ def test_a_mistyped_db_is_not_created(tmp_path, capsys):
     for name, data in (("notes.txt", b"not a database\n"), ("empty", b"")):
         f = tmp_path / name
         f.write_bytes(data)
-        assert rollout.main(["--db", str(f), "status"]) == 1
+        assert rollout.main(["--db", str(f), "status"]) == 2
         assert "not a rollout database" in capsys.readouterr().err
         assert f.read_bytes() == data
 

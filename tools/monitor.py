@@ -129,7 +129,10 @@ def main(argv=None):
         if a.interval <= 0 or a.wait <= 0:
             raise ValueError("--interval and --wait must be positive")
         bus = rollout.Bus(a.mqtt, ["evse/+/status", "evse/+/state", "evse/+/firmware", "evse/+/telemetry"])
-    except (ValueError, ConnectionError) as e:
+    except ValueError as e:            # bad input: one line, exit 2
+        sys.stderr.write("evsectl monitor: error: %s\n" % e)
+        return 2
+    except ConnectionError as e:
         sys.stderr.write("evsectl monitor: error: %s\n" % e)
         return 1
     fleet = Fleet()

@@ -1209,9 +1209,12 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         return a.fn(a)
-    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as e:
+    except (ConnectionError, RuntimeError) as e:     # the broker, another controller: exit 1
         sys.stderr.write("evsectl rollout %s: error: %s\n" % (a.sub, e))
         return 1
+    except (ValueError, OSError) as e:               # bad input or a refusal: one line, exit 2
+        sys.stderr.write("evsectl rollout %s: error: %s\n" % (a.sub, e))
+        return 2
 
 
 if __name__ == "__main__":
