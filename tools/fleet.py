@@ -1,8 +1,8 @@
 """Stand-in chargers for tests, the demo and the rollout bench (CPython).
 
 Many lightweight devices per process, each with its OWN MQTT connection
-(MQTT 3.1.1, clean session, last will `{"online": false}` retained on
-`evse/<id>/status`), speaking the device protocol of docs/mqtt.md exactly:
+(MQTT 3.1.1, clean session, last will `{"online": false, "version": ...,
+"slot": ...}` retained on `evse/<id>/status`), speaking the device protocol of docs/mqtt.md exactly:
 retained `status`, `state` and `firmware`, `reply` once per command with an
 `id`, commands on `evse/<id>/cmd/+` (`update_firmware`, `set_config`,
 `get_config`; anything else is answered `unknown command`). Updates follow
@@ -252,8 +252,10 @@ class Device:
         f = self.fleet
         base = "evse/%s/" % self.id
         self.mqtt = MiniMQTT(self.id, self._on_message, keepalive=f.keepalive)
+        self._offline = json.dumps({"online": False, "version": self.version, "slot": self.slot},
+                                   separators=(",", ":")).encode()     # as report.offline()
         await self.mqtt.connect(f.host, f.port, f.user, f.password,
-                                will=(base + "status", b'{"online":false}', 1, True))
+                                will=(base + "status", self._offline, 1, True))
         self.mqtt.subscribe(base + "cmd/+", 0)
         self._pub_status()
         self.mqtt.publish(base + "state", {"state": "A", "relay": False, "duty": 100.0, "current_a": 0,
@@ -266,7 +268,7 @@ class Device:
     async def reboot(self):
         # Link.close() publishes {"online": false} before a remote reset
         m = self.mqtt
-        m.publish("evse/%s/status" % self.id, {"online": False}, True)
+        m.publish("evse/%s/status" % self.id, self._offline, True)
         await m.close()
         await asyncio.sleep(0.01)
         await self.boot()

@@ -822,6 +822,8 @@ class Controller:
                                                     " (%s)" % self.reason if self.reason else ""))
             return EXIT[self.state]
         if not self.db.claim(self.rid):
+            if self.bus is not None:
+                self.bus.close()
             raise RuntimeError("rollout %d is held by a running controller (pid %s)"
                                % (self.rid, self.db.owner_alive(self.rid)[0]))
         try:
