@@ -112,7 +112,11 @@ class Agent:
         if not mq or not mq.get("host"):
             return None
         m = _opt("firmware.mqtt")
-        return None if m is None else m.Link(mq, self.cfg["device_id"], now)
+        if m is None:
+            return None
+        bi = self.bootinfo
+        will = json.dumps(report.offline(bi.get("version"), bi.get("slot"))).encode()
+        return m.Link(mq, self.cfg["device_id"], now, will=will)
 
     def _build_updater(self):
         # the OTA chain is imported only while a job exists (firmware/ota/ondemand.py)
@@ -354,7 +358,9 @@ class Agent:
         b = self.board
         v, i, e = b.meter()
         ph = getattr(b, "phases", 1)
-        return report.telemetry(v, i, round(v * i * ph, 1), round(e, 3), b.temperature_c())
+        s = self.evse.session
+        return report.telemetry(v, i, round(v * i * ph, 1), round(e, 3), b.temperature_c(),
+                                None if s is None else round(s["energy_wh"], 3))
 
     def _status(self):
         if self.link is not None:
@@ -471,14 +477,19 @@ class Agent:
                     pass
 
 
+current = None   # the running Agent; after a Ctrl-C at the REPL, what it was doing (evsectl deploy reads it)
+
+
 def run(bootinfo, root="/", board=None):
     """Entry point called by the bootstrap: the board and the agent from the
     configuration, then the loop, forever."""
+    global current
     cfg = load_config(root)
     if board is None:
         from firmware import hal
         board = hal.create(cfg.get("board", "sim"))
     agent = Agent(board, cfg, root, bootinfo)
+    current = agent
     if hasattr(board, "advance"):
         from firmware.hal import simctl
         agent.ctl = simctl.attach(board, agent)

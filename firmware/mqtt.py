@@ -169,8 +169,9 @@ class Link:
     """The device's MQTT connection. Call poll(now_ms) from the loop; it
     returns after a bounded amount of work whatever the network does."""
 
-    def __init__(self, cfg_mqtt, device_id, now_ms, rand=None):
+    def __init__(self, cfg_mqtt, device_id, now_ms, rand=None, will=None):
         self.cfg = cfg_mqtt
+        self.will = will or WILL     # the offline status (the agent adds version and slot)
         self.device_id = device_id
         self.prefix = b"evse/" + device_id.encode() + b"/"
         self.on_message = None       # fn(name, payload_bytes) for cmd/<name>
@@ -207,7 +208,7 @@ class Link:
         c = _Client(_b(cid), cfg_mqtt.get("host") or "127.0.0.1", cfg_mqtt.get("port") or 0,
                      None if user is None else _b(user), None if pw is None else _b(pw),
                      int(cfg_mqtt.get("keepalive") or 60), bool(cfg_mqtt.get("tls")))
-        c.set_last_will(self.prefix + b"status", WILL, retain=True, qos=1)
+        c.set_last_will(self.prefix + b"status", self.will, retain=True, qos=1)
         c.set_callback(self._on_publish)
         c.sock = self._pipe
         self._c = c
@@ -275,7 +276,7 @@ class Link:
         """Best effort clean shutdown: retained offline status, DISCONNECT."""
         if self._st == _UP:
             try:
-                self._c.publish(self.prefix + b"status", WILL, True, 0)
+                self._c.publish(self.prefix + b"status", self.will, True, 0)
                 self._c.sock.write(b"\xe0\x00")
                 self._flush(now_ms if now_ms is not None else self._t_tx)
             except Exception:

@@ -18,8 +18,14 @@ def version_str(v):
     return s + "+%d" % v[3] if len(v) > 3 and v[3] else s
 
 
+def offline(version=None, slot=None):
+    """The last will on `status` (and what a clean close publishes): offline,
+    with the version and slot that ran, so that monitors keep them."""
+    return {"online": False, "version": version_str(version), "slot": slot}
+
+
 def status(version=None, slot=None, reason=None, trial=False, failed_version=None):
-    """Retained on `status`. The last will replaces it with {"online": false}."""
+    """Retained on `status`. The last will replaces it with offline()."""
     return {"online": True, "version": version_str(version), "slot": slot, "trial": bool(trial),
             "reason": reason, "failed_version": version_str(failed_version)}
 
@@ -33,10 +39,13 @@ def state(cmd, session=None, paused=False):
 
 
 def telemetry(voltage_v=None, current_a=None, power_w=None, energy_wh=None,
-              temperature_c=None):
-    """Periodic on `telemetry` (QoS 0, not retained); None = not measured."""
+              temperature_c=None, session_wh=None):
+    """Periodic on `telemetry` (QoS 0, not retained); None = not measured.
+    energy_wh is the meter total, session_wh the running session's energy
+    (None: no session); `state` carries the session only as it was at its
+    last change."""
     return {"voltage_v": voltage_v, "current_a": current_a, "power_w": power_w,
-            "energy_wh": energy_wh, "temperature_c": temperature_c}
+            "energy_wh": energy_wh, "temperature_c": temperature_c, "session_wh": session_wh}
 
 
 def session(rec, device_id=None):

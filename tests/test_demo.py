@@ -57,3 +57,8 @@ def test_fleet_update_end_to_end(broker, tmp_path):
         rep = json.load(f)
     assert "vb-3" in json.dumps(rep) and os.path.exists(report[:-5] + ".html")
     assert time.time() - t0 < 300
+    if broker:       # $MQTT_URL, the user's broker: the demo's five devices left nothing retained
+        found, c = demo._retained("127.0.0.1", broker, None, None, demo.BOARDS, wait_s=1.0)
+        c.disconnect()
+        c.loop_stop()
+        assert found == {}

@@ -193,12 +193,23 @@ def test_refusals_leave_the_board_unchanged(kit, board, case, tmp_path):
         kw["config"], want = str(extra), "config: max_current_a must be a number 6..80"
     if case == "dry_run":
         r = _deploy(kit, board, rel, dry_run=True)
-        assert r["dry_run"] and r["slot"] == "b"
+        assert r["dry_run"] and r["slot"] == "b" and r["restarted"]
     else:
         with pytest.raises(deploy.DeployError, match=want) as ei:
             _deploy(kit, board, rel, **kw)
         assert "unchanged" in ei.value.state
-    assert _snapshot(board) == before
+        # refused after the probe (which interrupts the agent): the agent runs again, and it says so
+        probed = case not in ("no_lib", "bad_signature")
+        assert (deploy.RESTARTED in ei.value.state) == probed
+    probed = case not in ("no_lib", "bad_signature")
+    if probed:
+        _boots_version(board, "1.2.0", "a")      # not left at the REPL, offline: it booted again
+    after = _snapshot(board)
+    if probed:
+        # a boot counts itself in the boot record (the bootstrap's write, not the deploy's)
+        after = {p: v for p, v in after.items() if not p.startswith("/bootrec.")}
+        before = {p: v for p, v in before.items() if not p.startswith("/bootrec.")}
+    assert after == before
 
 
 def test_cli_refusal_prints_reason_and_board_state(kit, board, capsys):
@@ -208,6 +219,23 @@ def test_cli_refusal_prints_reason_and_board_state(kit, board, capsys):
     assert rc == 1
     assert "REFUSED: the release is for board 'esp32'" in err
     assert "board state: nothing was written: the board is unchanged" in err
+
+
+def test_a_charging_session_is_refused_unless_forced(kit, board):
+    board.reset()                          # the last snapshot left it at the REPL
+    _boots_version(board, "1.2.0", "a")
+    board.control("plug", state="C", max_current_a=16)
+    board.wait_for(lambda: board.get()["session_active"], 20, what="a charging session")
+    with pytest.raises(deploy.DeployError, match="charging session is running") as ei:
+        _deploy(kit, board, kit["newer"])
+    assert ei.value.state.startswith("nothing was written") and deploy.RESTARTED in ei.value.state
+    _boots_version(board, "1.2.0", "a")
+    log = []
+    r = _deploy(kit, board, kit["newer"], dry_run=True, force=True, log=log)
+    assert r["dry_run"] and any("--force" in x for x in log)
+    _boots_version(board, "1.2.0", "a")
+    board.control("unplug")
+    board.wait_for({"relay": False}, 10)
 
 
 def test_redeploy_on_a_deployed_board(kit, board):

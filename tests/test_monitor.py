@@ -60,6 +60,43 @@ def test_rows_from_payloads():
     assert [r["device"] for r in f.rows(monitor.rollout.parse_filter("online=true,version>=1.1.0"))] == ["b"]
 
 
+def test_session_energy_is_live_and_offline_devices_keep_their_version():
+    f = monitor.Fleet()
+    f.apply("evse/s/status", b'{"online": true, "version": "1.1.0", "slot": "b", "trial": false}')
+    f.apply("evse/s/state", b'{"state": "C", "relay": true, "current_a": 16, "fault": null, '
+                            b'"session": {"id": 4, "energy_wh": 0.0}}')   # as of the session start
+    assert f.rows()[0]["session"] == "0.0 Wh" and f.stale_sessions() == ["s"]
+    f.apply("evse/s/telemetry", b'{"energy_wh": 12335.0, "session_wh": 335.04}')
+    assert f.rows()[0]["session"] == "335.0 Wh" and f.stale_sessions() == []
+    f.apply("evse/s/status", b'{"online": false}')                    # an old-style will
+    r = f.rows()[0]
+    assert (r["online"], r["version"], r["slot"]) == ("no", "1.1.0", "b")
+
+
+def test_a_virtual_board_charging_shows_its_session_energy_and_offline_version(mq, tmp_path, capsys):
+    from tools.vboard import VBoard
+    b = VBoard(str(tmp_path / "vbmon"), id="vbmon", broker="127.0.0.1:%d" % mq["port"],
+               config={"telemetry_ms": 1000, "mqtt": {"user": B.USER, "password": B.PASSWORD}}).start()
+    try:
+        b.wait_output("agent: vbmon", 30)
+        b.control("plug", state="C", max_current_a=16)
+        b.wait_for(lambda: (b.get()["session"] or {}).get("energy_wh", 0) > 1.0, 30, what="energy in the session")
+        assert monitor.main(["--mqtt", mq["url"], "--once", "--json", "--filter", "id=vbmon"]) == 0
+        row = json.loads(capsys.readouterr().out)[0]
+        wh = float(row["session"].split()[0])
+        assert row["online"] == "yes" and wh > 1.0, row        # not the 0.0 of the session start
+        assert wh <= b.get()["session"]["energy_wh"] + 0.1
+    finally:
+        b.stop()          # killed: the broker publishes its will
+    for _ in range(50):
+        assert monitor.main(["--mqtt", mq["url"], "--once", "--json", "--filter", "id=vbmon",
+                             "--wait", "0.5"]) == 0
+        row = json.loads(capsys.readouterr().out)[0]
+        if row["online"] == "no":
+            break
+    assert (row["online"], row["version"], row["slot"]) == ("no", "0.1.0", "a")
+
+
 def test_monitor_once_shows_the_fleet(mq, fleets, capsys):
     f, ids = fleets("mon", 3)
     assert monitor.main(["--mqtt", mq["url"], "--once", "--filter", "id=mon-*", "--wait", "2"]) == 0
@@ -74,7 +111,7 @@ def test_monitor_once_shows_the_fleet(mq, fleets, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows == [{"device": "mon-01", "online": "yes", "version": "1.0.0", "slot": "A", "state": "A",
                      "session": "-", "firmware": "Idle"}]
-    assert monitor.main(["--mqtt", mq["url"], "--once", "--filter", "board=sim"]) == 1
+    assert monitor.main(["--mqtt", mq["url"], "--once", "--filter", "board=sim"]) == 2
     assert "board" in capsys.readouterr().err
     assert monitor.main(["--mqtt", "mqtt://127.0.0.1:1", "--once"]) == 1
     assert "cannot reach" in capsys.readouterr().err

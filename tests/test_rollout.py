@@ -187,7 +187,7 @@ def test_pause_resume_by_command(tmp_path, mq, fleets, rel):
     sent = sum(f.stats()["update_cmds"].values())
     assert 2 <= sent < 8 and db.counts(1).get("pending", 0) == 8 - sent
     assert db.get(1)["state"] == "paused"
-    assert ro(tmp_path, mq, "pause", "1") == 1      # already paused: refused, nothing changes
+    assert ro(tmp_path, mq, "pause", "1") == 2      # already paused: refused, nothing changes
     assert ro(tmp_path, mq, "resume", "1") == 0     # the live controller picks it up
     t.join(30)
     assert box["rc"] == 0
@@ -210,7 +210,7 @@ def test_abort_and_final_states_refuse_commands(tmp_path, mq, fleets, rel, capsy
     assert sent < 6 and db.counts(1).get("skipped") == 6 - sent
     capsys.readouterr()
     for cmd in ("resume", "pause", "abort"):
-        assert ro(tmp_path, mq, cmd, "1") == 1
+        assert ro(tmp_path, mq, cmd, "1") == 2
         assert "aborted" in capsys.readouterr().err
     assert db.get(1)["state"] == "aborted"
     assert ro(tmp_path, mq, "status", "1") == 0
@@ -274,14 +274,14 @@ def test_bad_input_is_refused_and_creates_nothing(tmp_path, mq, rel, capsys):
     ]
     for extra, word in cases:
         rc = ro(tmp_path, mq, *start_args(mq, rel, ["x1", "x2"], *extra))
-        assert rc == 1
+        assert rc == 2
         assert word in capsys.readouterr().err
     assert ro(tmp_path, mq, "start", "--release", str(tmp_path / "nope.json"), "--base-url", "http://h/",
-              "--targets", "a", "--mqtt", mq["url"]) == 1
+              "--targets", "a", "--mqtt", mq["url"]) == 2
     assert ro(tmp_path, mq, "start", "--release", rel, "--base-url", "ftp://h/", "--targets", "a",
-              "--mqtt", mq["url"]) == 1
+              "--mqtt", mq["url"]) == 2
     assert ro(tmp_path, mq, "start", "--release", rel, "--base-url", "http://h/", "--targets", "a,a",
-              "--mqtt", mq["url"]) == 1
+              "--mqtt", mq["url"]) == 2
     assert "duplicate" in capsys.readouterr().err
     assert db_of(tmp_path).list() == []
     with pytest.raises(SystemExit):
@@ -360,3 +360,53 @@ def test_devices_download_the_release_from_the_url(tmp_path, mq, fleets, rel):
     states = sorted((d["state"], d["reason"]) for d in db_of(tmp_path).devices(1))
     assert states == [("failed", "DownloadFailed: download: http"), ("installed", None)]
     assert sorted(s for _, _, s in faults.log) == [200, 404]
+
+
+# ---- issue 14 part 5 / issue 13 item 8 -----------------------------------------------------
+
+def test_one_active_rollout_per_device_and_a_trial_is_never_installed(tmp_path, mq, fleets, rel, capsys):
+    f, ids = fleets("ov", 3, {0: {"trial_s": 2.0}})
+    t, box = in_thread(ro, tmp_path, mq, *start_args(mq, rel, ids, "--canary", "1", "--report-dir",
+                                                     str(tmp_path)))
+    wait_for(lambda: f.devices[ids[0]].trial, 20, "the canary on trial")
+    # a second rollout for the same devices while the canary is on trial: refused, nothing sent
+    assert ro(tmp_path, mq, *start_args(mq, rel, ids)) == 2
+    assert "already in an active rollout" in capsys.readouterr().err
+    assert len(db_of(tmp_path).list()) == 1
+    assert sum(f.stats()["update_cmds"].values()) == 1          # only the canary got its command
+    # with the explicit override, a device on trial is not counted as already installed
+    assert ro(tmp_path, mq, *start_args(mq, rel, ids[:1], "--allow-overlap", "--report-dir",
+                                        str(tmp_path))) == 0
+    t.join(60)
+    assert box["rc"] == 0
+    db = db_of(tmp_path)
+    first = {d["device"]: d for d in db.devices(1)}
+    second = db.devices(2)[0]
+    assert second["state"] == "installed" and second["reason"] == "already on 1.1.0"
+    # only once the 2 s trial was over (its status trial false), not while it ran
+    assert second["finished_at"] >= first[ids[0]]["sent_at"] + 2.0
+    assert f.stats()["update_cmds"][ids[0]] == 1
+
+
+def test_a_device_that_claims_installed_but_boots_the_old_version_failed(tmp_path, mq, fleets, rel):
+    f, ids = fleets("li", 2, {0: {"outcome": "liar"}})
+    rc = ro(tmp_path, mq, *start_args(mq, rel, ids, "--error-threshold", "50%", "--success-threshold", "50%",
+                                      "--report-dir", str(tmp_path)))
+    assert rc == 0
+    devs = {d["device"]: d for d in db_of(tmp_path).devices(1)}
+    assert f.devices[ids[0]].fw["status"] == "Installed"          # what it claimed
+    assert devs[ids[0]]["state"] == "failed"
+    assert "reported Installed but boots 1.0.0 on slot a" in devs[ids[0]]["reason"]
+    assert devs[ids[1]]["state"] == "installed"
+
+
+def test_start_with_the_broker_down_leaves_no_running_rollout(tmp_path, rel, capsys):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                                       # nobody listens there
+    rc = rollout.main(["--db", str(tmp_path / "ro.db"), "start", "--release", rel, "--base-url",
+                       "http://127.0.0.1:9/", "--targets", "a,b", "--mqtt", "mqtt://127.0.0.1:%d" % port])
+    assert rc == 1 and "broker" in capsys.readouterr().err
+    assert db_of(tmp_path).list() == []

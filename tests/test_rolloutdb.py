@@ -19,7 +19,9 @@ def test_create_get_devices_and_request_ids(tmp_path):
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     targets = [("d%d" % i, 0 if i < 2 else 1) for i in range(5)]
     a = db.create(params(), targets)
-    b = db.create(params(), targets)
+    with pytest.raises(ValueError, match="already in an active rollout"):
+        db.create(params(), targets)                  # one active rollout per device
+    b = db.create(params(), targets, allow_overlap=True)
     assert (a, b) == (1, 2)
     r = db.get(a)
     assert r["state"] == "running" and r["params"]["groups"] == [2, 3]
@@ -153,3 +155,58 @@ def test_load_release_and_targets(tmp_path):
     for bad in ("a,a", "evse/+"):
         with pytest.raises(ValueError):
             rollout.read_targets(bad)
+
+
+def test_a_mistyped_db_is_not_created(tmp_path, capsys):
+    typo = tmp_path / "rollots.db"
+    for sub in (["status"], ["status", "1"], ["pause", "1"], ["abort", "1"], ["report", "1"]):
+        assert rollout.main(["--db", str(typo)] + sub) == 2
+        assert "no rollout database" in capsys.readouterr().err
+    assert not typo.exists()
+    # start creates the file, never missing parent directories
+    deep = tmp_path / "no" / "such" / "dir" / "r.db"
+    with pytest.raises(ValueError, match="does not exist"):
+        rolloutdb.RolloutDB(str(deep), create=True)
+    assert not (tmp_path / "no").exists()
+    rolloutdb.RolloutDB(str(typo), create=True)
+    assert typo.exists()
+    # a file that is not a rollout database is refused, and left as it was
+    for name, data in (("notes.txt", b"not a database\n"), ("empty", b"")):
+        f = tmp_path / name
+        f.write_bytes(data)
+        assert rollout.main(["--db", str(f), "status"]) == 2
+        assert "not a rollout database" in capsys.readouterr().err
+        assert f.read_bytes() == data
+
+
+def test_reports_of_two_databases_do_not_overwrite_each_other(tmp_path):
+    from tools import report
+    out = tmp_path / "build"
+    a = rolloutdb.RolloutDB(str(tmp_path / "a.db"))
+    (tmp_path / "other").mkdir()
+    b = rolloutdb.RolloutDB(str(tmp_path / "other" / "a.db"))
+    a.create(params(), [("x1", 0), ("x2", 1)])
+    b.create(params(), [("y1", 0), ("y2", 1)])
+    ja, _ = report.write(a, 1, str(out))
+    jb, hb = report.write(b, 1, str(out))
+    assert ja != jb and os.path.exists(ja) and os.path.exists(hb)
+    import json
+    assert [d["device"] for d in json.load(open(ja))["devices"]] == ["x1", "x2"]
+    assert [d["device"] for d in json.load(open(jb))["devices"]] == ["y1", "y2"]
+    assert report.write(a, 1, str(out))[0] == ja                 # the same database: the same file again
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in (ja, jb, ja[:-5] + ".html", hb))
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 5, 6, 7, 10, 13, 99, 250, 1000, 12345])
+def test_report_y_axis_labels_are_distinct_increasing_integers(total):
+    from tools import report
+    t = report.y_ticks(total)
+    assert t[0] == 0 and t[-1] >= total and len(t) <= 6
+    assert all(isinstance(x, int) for x in t)
+    steps = {b - a for a, b in zip(t, t[1:])}
+    assert len(steps) == 1 and steps.pop() > 0                    # evenly spaced, increasing, distinct
+    rep = {"timeline": [[0.0, 0, 0, 0, 0]], "duration_s": 1.0, "marks": [],
+           "summary": {"waves": [{"size": total, "skipped": 0}]}}
+    import re
+    labels = [int(x) for x in re.findall(r'text-anchor="end">(-?\d+)</text>', report.svg_chart(rep))]
+    assert labels == t

@@ -1,6 +1,7 @@
 """Virtual boards (tools/vboard.py): the real bootstrap and agent on the unix
 port, driven over the control channel. Waits are conditions with timeouts."""
 import json
+import os
 import socket
 
 import pytest
@@ -114,7 +115,10 @@ def test_power_cut_after_n_flash_writes(board):
 
 
 def test_two_boards_side_by_side(board, tmp_path):
-    other = VBoard(str(tmp_path / "vb-b"), id="vb-b").start()
+    d = tmp_path / "vb-b"
+    d.mkdir()
+    (d / "vboard.lock").write_text("999999999\n")     # left by a board that was killed: stale
+    other = VBoard(str(d), id="vb-b").start()
     try:
         other.wait_output("agent: vb-b", 30)
         assert other.control_port != board.control_port and other.pty != board.pty
@@ -126,3 +130,35 @@ def test_two_boards_side_by_side(board, tmp_path):
         other.stop()
     with pytest.raises(VBoardError):
         other.control("get", timeout=0.5)
+
+
+def test_a_second_board_on_a_running_boards_directory_is_refused(board, capsys):
+    from tools import vboard
+    state = os.path.join(board.dir, "vboard.json")
+    with open(state) as f:
+        live = json.load(f)
+    with pytest.raises(VBoardError, match="in use by a running virtual board"):
+        VBoard(board.dir, id="vb-a").start()
+    assert vboard.main(["--dir", board.dir, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "in use by a running virtual board (pid %d)" % os.getpid() in err and "Traceback" not in err
+    with open(state) as f:
+        assert json.load(f) == live                    # the live board's state file is still there
+    assert board.get()["device_id"] == "vb-a"          # and the board still runs
+
+
+def test_cli_bad_input_one_line_error_and_no_keyless_board(tmp_path, capsys):
+    from tools import vboard
+    cases = [
+        (["--dir", str(tmp_path / "n1")], "needs the release key"),
+        (["--dir", str(tmp_path / "n2"), "--key", str(tmp_path / "nope.pub")], "no such file"),
+        (["--dir", str(tmp_path / "n3"), "--no-key", "--config", "{bad"], "not JSON"),
+        (["--dir", str(tmp_path / "n4"), "--no-key", "--heap", "lots"], "heap"),
+        (["--dir", str(tmp_path / "n5"), "--no-key", "--key", "k.pub"], "exclude"),
+    ]
+    for argv, text in cases:
+        with pytest.raises(SystemExit) as ei:
+            vboard.main(argv)
+        err = capsys.readouterr().err
+        assert ei.value.code == 2 and text in err and "Traceback" not in err, (argv, err)
+        assert not os.path.exists(argv[1])               # nothing made

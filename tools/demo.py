@@ -144,6 +144,75 @@ class Narrator:
         self.c.disconnect()
 
 
+def _retained(host, port, user, password, ids, wait_s=1.0, until=None):
+    """{topic: payload} of the retained messages of these devices (evse/<id>/#
+    and Home Assistant discovery homeassistant/+/<id>/#). until(found): keep
+    collecting (at most 5 s) until it is true."""
+    import paho.mqtt.client as mqtt
+    found, lock = {}, threading.Lock()
+    subscribed = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-clean-%d" % os.getpid())
+    if user:
+        c.username_pw_set(user, password)
+
+    def on_msg(cl, u, m):
+        if m.retain:
+            with lock:
+                if m.payload:
+                    found[m.topic] = m.payload
+                else:
+                    found.pop(m.topic, None)
+    c.on_message = on_msg
+    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe(
+        [("evse/%s/#" % i, 0) for i in ids] + [("homeassistant/+/%s/#" % i, 0) for i in ids])
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        subscribed.wait(5)
+        end = time.time() + (5.0 if until else wait_s)
+        time.sleep(wait_s)
+        while until and time.time() < end:
+            with lock:
+                if until(dict(found)):
+                    break
+            time.sleep(0.1)
+        with lock:
+            return dict(found), c
+    except BaseException:
+        c.loop_stop()
+        raise
+
+
+def clear_retained(host, port, user, password, ids):
+    """Remove what the demo's devices left retained on a broker that is not
+    the demo's own (their status, state, firmware, discovery configs): an
+    empty retained message per topic, after the last wills arrived. Returns
+    the number of topics cleared."""
+    def all_offline(found):
+        for i in ids:
+            try:
+                if json.loads(found.get("evse/%s/status" % i) or b"{}").get("online"):
+                    return False
+            except ValueError:
+                pass
+        return True
+    found, c = _retained(host, port, user, password, ids, 0.5, until=all_offline)
+    try:
+        infos = [c.publish(t, b"", qos=1, retain=True) for t in sorted(found)]
+        for inf in infos:
+            inf.wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    left, c2 = _retained(host, port, user, password, ids, 0.5)
+    c2.disconnect()
+    c2.loop_stop()
+    if left:
+        raise RuntimeError("retained messages left on the broker: %s" % ", ".join(sorted(left)))
+    return len(found)
+
+
 # -- the demo ----------------------------------------------------------------------
 def main(argv=None):
     """Run the demo; 0 when the story went as told (see run())."""
@@ -165,8 +234,11 @@ def run(demo_dir=None):
     os.makedirs(DEMO_DIR)
     print("evse-agent demo: five virtual chargers, a signed release, a staged rollout\n", flush=True)
     procs, boards, narrator, server = [], [], None, None
+    own = None         # (host, port, user, password) of the user's broker ($MQTT_URL)
     try:
         url, host, port, broker, user, password = start_broker()
+        if broker is None:
+            own = (host, port, user, password)
         if broker:
             procs.append(broker)
 
@@ -276,6 +348,13 @@ def run(demo_dir=None):
                 b.stop()
             except Exception:
                 pass
+        if own is not None:
+            try:
+                n = clear_retained(*own, ids=BOARDS)
+                say("broker", "cleared the %d retained messages of %s from your broker"
+                    % (n, ", ".join(BOARDS)))
+            except Exception as e:   # noqa: BLE001 - said, not hidden
+                say("broker", "could not clear the demo's retained messages: %s" % e)
         if server:
             server.shutdown()
         for p in procs:

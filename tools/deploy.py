@@ -232,6 +232,21 @@ r = {'mpy': getattr(sys.implementation, '_mpy', None), 'platform': sys.platform,
 files = []
 _ls('/', files)
 r['files'] = files
+# what the Ctrl-C of mpremote interrupted: the bootstrap (main.py imports boot)
+# and, when an agent ran, its charging session at that moment
+# (a virtual board's REPL is a new process: its ROM passes that on as _vboard.interrupted)
+r['interrupted'] = 'boot' in sys.modules
+r['session'] = None
+try:
+    _a = getattr(sys.modules.get('firmware.agent'), 'current', None)
+    if _a is not None:
+        r['session'] = _a.evse.session
+    _n = getattr(sys.modules.get('_vboard'), 'interrupted', None)
+    if _n:
+        r['interrupted'] = True
+        r['session'] = r['session'] or _n.get('session')
+except Exception:
+    pass
 try:
     st = os.statvfs('/')
     r['free'] = st[0] * st[4]
@@ -362,11 +377,51 @@ def _stage_lib(lib_dir, stage, board_mpy, log):
     return out, stale
 
 
+UNCHANGED = ("nothing was written", "unchanged")
+RESTARTED = "the agent it interrupted was restarted (soft reset)"
+
+
 def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=None,
            password=None, tls_ca=None, config=None, slot=None, dry_run=False, yes=True,
-           reset=True, reset_config=False, lib_dir=None, log=print, mpremote=None):
+           reset=True, reset_config=False, lib_dir=None, log=print, mpremote=None, force=False):
     """Deploy `release` (.json or .img) to the board on `port`. Returns a dict
-    (plan and result). Raises DeployError (message + .state) on refusal/failure."""
+    (plan and result). Raises DeployError (message + .state) on refusal/failure.
+
+    The probe (mpremote) interrupts the running agent; a deploy that writes
+    nothing (--dry-run, every refusal, a cancelled prompt) soft-resets the
+    board so that the agent runs again, and says so (result "restarted",
+    DeployError.state). A charging session running on the board is refused
+    unless force."""
+    ctx = {}
+    try:
+        r = _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, password, tls_ca,
+                    config, slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force)
+    except DeployError as e:
+        if ctx.get("interrupted") and e.state.startswith(UNCHANGED):
+            e.state += "; " + _restart(ctx["board"], log)
+        raise
+    except BaseException:
+        if ctx.get("interrupted") and not ctx.get("written"):
+            _restart(ctx["board"], log)
+        raise
+    if r.get("dry_run") and ctx.get("interrupted"):
+        r["restarted"] = _restart(ctx["board"], log) == RESTARTED
+    return r
+
+
+def _restart(b, log):
+    try:
+        b.soft_reset()
+    except Exception as e:     # noqa: BLE001 - the refusal is reported; this says what is left
+        msg = "the agent it interrupted could NOT be restarted (%s): reset the board" % e
+    else:
+        msg = RESTARTED
+    log("      " + msg)
+    return msg
+
+
+def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, password, tls_ca, config,
+            slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force):
     lib_dir = lib_dir or os.path.join(ROOT, "lib")
     n_steps = 6
     step = [0]
@@ -420,7 +475,9 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
     # ---- 2. the board
     head("probe the board on %s (mpremote)" % port)
     b = Board(port, mpremote)
+    ctx["board"] = b
     pr = b.probe()
+    ctx["interrupted"] = bool(pr.get("interrupted"))
     log("      MicroPython %s on %s, bytecode %s, %s free" % (
         ".".join(str(x) for x in pr["version"]), pr["platform"], mpy_text(pr["mpy"]),
         _size(pr["free"]) if pr["free"] is not None else "? bytes"))
@@ -439,6 +496,13 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
 
     # ---- 3. refusals
     head("checks against the board")
+    sess = pr.get("session")
+    if isinstance(sess, dict):
+        what = "a charging session is running (session %s, %s Wh)" % (sess.get("id"), sess.get("energy_wh"))
+        if not force:
+            raise DeployError("REFUSED: %s: a deploy resets the board and ends it. Deploy when the "
+                              "session is over, or pass --force" % what)
+        log("      %s: --force, the deploy ends it" % what)
     bid, src = board_id(board, cur)
     if bid is None:
         raise DeployError("REFUSED: the board id is unknown: %s. Pass --board (one of %s)"
@@ -510,6 +574,8 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
             "config": cfg, "mpy": pr["mpy"]}
     if dry_run:
         log("dry run: nothing written.")
+        if ctx["interrupted"]:
+            log("      restarting the agent the probe interrupted")
         return dict(plan, ok=True, dry_run=True)
     if not yes:
         if not sys.stdin.isatty():
@@ -520,6 +586,7 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
 
     # ---- 4. stage on the board and verify there
     head("stage in %s and verify on the board" % TMP)
+    ctx["written"] = True
     with tempfile.TemporaryDirectory(prefix="evse-deploy-") as tmp:
         st = os.path.join(tmp, "stage")
         os.makedirs(os.path.join(st, "root", "trust"))
@@ -711,11 +778,14 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
     ap.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     ap.add_argument("--no-reset", action="store_true", help="do not reset the board at the end")
+    ap.add_argument("--force", action="store_true",
+                    help="deploy even while a charging session runs on the board (it ends)")
     a = ap.parse_args(argv)
     try:
         deploy(a.port, a.release, a.key_pub, a.id, board=a.board, broker=a.broker, user=a.user,
                password=a.password, tls_ca=a.tls_ca, config=a.config, slot=a.slot,
-               dry_run=a.dry_run, yes=a.yes, reset=not a.no_reset, reset_config=a.reset_config)
+               dry_run=a.dry_run, yes=a.yes, reset=not a.no_reset, reset_config=a.reset_config,
+               force=a.force)
     except DeployError as e:
         sys.stderr.write("evsectl deploy: %s\n  board state: %s\n" % (e, e.state))
         return 1

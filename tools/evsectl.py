@@ -48,12 +48,14 @@ def build_parser():
                                    "and IMAGE.json.")
     s.add_argument("--key", required=True, help="signing key (PEM from `evsectl keygen`, Ed25519 or ECDSA P-256)")
     s.add_argument("--version", required=True, help="MAJOR.MINOR.REVISION[+BUILD]")
-    s.add_argument("--board", required=True, help="board id the image is for (e.g. esp32, rp2, sim)")
+    s.add_argument("--board", required=True, help="board id the image is for: sim, esp32 or rp2")
     s.add_argument("--security-counter", type=int, default=None, help="anti-rollback counter (default: none)")
     s.add_argument("--src", default="firmware", help="package directory to release (default: firmware)")
     s.add_argument("--out", default="build", help="output directory (default: build)")
     s.add_argument("--no-mpy", action="store_true", help="ship .py sources instead of .mpy bytecode")
     s.add_argument("--no-compress", action="store_true", help="store files uncompressed")
+    s.add_argument("--force", action="store_true",
+                   help="rebuild an existing release of this version (same key only; never with another key)")
     s.set_defaults(fn=_cmd_release)
 
     s = sub.add_parser("verify", help="check a signed image the way a board does",
@@ -100,9 +102,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         return a.fn(a) or 0
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:      # bad input: one line, exit 2 (as argparse)
         sys.stderr.write("evsectl %s: error: %s\n" % (a.cmd, e))
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Stand-in chargers for tests, the demo and the rollout bench (CPython).
 
 Many lightweight devices per process, each with its OWN MQTT connection
-(MQTT 3.1.1, clean session, last will `{"online": false}` retained on
-`evse/<id>/status`), speaking the device protocol of docs/mqtt.md exactly:
+(MQTT 3.1.1, clean session, last will `{"online": false, "version": ...,
+"slot": ...}` retained on `evse/<id>/status`), speaking the device protocol of docs/mqtt.md exactly:
 retained `status`, `state` and `firmware`, `reply` once per command with an
 `id`, commands on `evse/<id>/cmd/+` (`update_firmware`, `set_config`,
 `get_config`; anything else is answered `unknown command`). Updates follow
@@ -16,7 +16,9 @@ it) and status trial false; or a rollback: reboot into the old version with
 No paho here: a minimal asyncio MQTT client keeps 10,000 devices in one
 process cheap. Behaviour per device (`Behaviour` fields, or a dict):
 
-    outcome     "ok" | "fail" | "rollback"       (default "ok")
+    outcome     "ok" | "fail" | "rollback" | "liar"   (default "ok"; liar: reboots
+                into the OLD version and slot yet publishes Installed with the
+                requestId, a device whose report cannot be trusted)
     fail_status OCPP status for outcome "fail"   (default "DownloadFailed")
     reason      failure text                     (default per status)
     download_s  seconds the download takes       (default 0.05)
@@ -57,8 +59,8 @@ class Behaviour:
 
     def __init__(self, outcome="ok", fail_status="DownloadFailed", reason=None, download_s=0.05,
                  session_s=0.0, trial_s=0.05, offline=False, tz_min=0, fetch=False):
-        if outcome not in ("ok", "fail", "rollback"):
-            raise ValueError("outcome must be ok, fail or rollback")
+        if outcome not in ("ok", "fail", "rollback", "liar"):
+            raise ValueError("outcome must be ok, fail, rollback or liar")
         if outcome == "fail" and fail_status not in FAIL_REASONS:
             raise ValueError("fail_status must be one of " + ", ".join(FAIL_REASONS))
         self.outcome = outcome
@@ -250,8 +252,10 @@ class Device:
         f = self.fleet
         base = "evse/%s/" % self.id
         self.mqtt = MiniMQTT(self.id, self._on_message, keepalive=f.keepalive)
+        self._offline = json.dumps({"online": False, "version": self.version, "slot": self.slot},
+                                   separators=(",", ":")).encode()     # as report.offline()
         await self.mqtt.connect(f.host, f.port, f.user, f.password,
-                                will=(base + "status", b'{"online":false}', 1, True))
+                                will=(base + "status", self._offline, 1, True))
         self.mqtt.subscribe(base + "cmd/+", 0)
         self._pub_status()
         self.mqtt.publish(base + "state", {"state": "A", "relay": False, "duty": 100.0, "current_a": 0,
@@ -264,7 +268,7 @@ class Device:
     async def reboot(self):
         # Link.close() publishes {"online": false} before a remote reset
         m = self.mqtt
-        m.publish("evse/%s/status" % self.id, {"online": False}, True)
+        m.publish("evse/%s/status" % self.id, self._offline, True)
         await m.close()
         await asyncio.sleep(0.01)
         await self.boot()
@@ -410,6 +414,12 @@ class Device:
             self._pub_fw("InstallRebooting", rid)
             self.installs += 1
             old, old_slot = self.version, self.slot
+            if b.outcome == "liar":
+                self.boot_reason = "reset"
+                await self.reboot()
+                await asyncio.sleep(b.trial_s)
+                self._pub_fw("Installed", rid)
+                return
             # reboot into the new slot on trial
             self.version, self.slot, self.trial = new_version, ("B" if old_slot == "A" else "A"), True
             self.boot_reason = "trial"

@@ -1,6 +1,10 @@
 """`evsectl monitor`: a live table of the fleet from the retained MQTT topics
-(evse/+/status, evse/+/state, evse/+/firmware): online, version, slot
-(trial), charging state, firmware status with progress or reason.
+(evse/+/status, evse/+/state, evse/+/firmware) and the periodic telemetry:
+online, version, slot (trial), charging state, the running session's
+energy (from telemetry `session_wh`, live; `state` has it only as of its last
+change), firmware status with progress or reason. An offline device keeps
+the version and slot it last reported (its will carries them; the monitor
+also remembers them).
 
 On a terminal the table is redrawn every --interval seconds; otherwise (or
 with --once) it is printed as plain text. `--once` prints one snapshot once
@@ -22,15 +26,31 @@ class Fleet:
 
     def __init__(self):
         self.devices = {}
+        self._n = 0
 
     def apply(self, topic, payload):
         dev, kind = rollout.split_topic(topic)
-        if dev is None or kind not in ("status", "state", "firmware"):
+        if dev is None or kind not in ("status", "state", "firmware", "telemetry"):
             return
         d = rollout.decode(payload)
         if d is None:
             return
-        self.devices.setdefault(dev, {})[kind] = d
+        k = self.devices.setdefault(dev, {})
+        if kind == "status" and not d.get("online"):
+            old = k.get("status") or {}
+            for f in ("version", "slot", "failed_version"):
+                if d.get(f) is None and old.get(f) is not None:
+                    d[f] = old[f]          # offline: what it ran last stays known
+            d["trial"] = False
+        self._n += 1
+        k[kind] = d
+        k[kind + "#"] = self._n
+
+    def stale_sessions(self):
+        """Devices online with a session but no telemetry newer than their state."""
+        return [d for d, k in self.devices.items()
+                if (k.get("status") or {}).get("online") and isinstance((k.get("state") or {}).get("session"), dict)
+                and k.get("telemetry#", 0) < k.get("state#", 0)]
 
     def rows(self, terms=None):
         out = []
@@ -50,6 +70,14 @@ class Fleet:
             elif cs.get("relay"):
                 state += " %sA" % cs.get("current_a")
             sess = cs.get("session")
+            tel = k.get("telemetry") or {}
+            if isinstance(sess, dict):
+                wh = sess.get("energy_wh")
+                if tel.get("session_wh") is not None and k.get("telemetry#", 0) > k.get("state#", 0):
+                    wh = tel["session_wh"]        # newer than the state: the live figure
+                sess = "%s Wh" % (round(wh, 1) if isinstance(wh, float) else wh)
+            else:
+                sess = "-"
             fws = fw.get("status") or "-"
             if fw.get("progress") is not None and fws == "Downloading":
                 fws += " %s%%" % fw["progress"]
@@ -59,8 +87,7 @@ class Fleet:
             if st.get("failed_version"):
                 ver += " (%s failed)" % st["failed_version"]
             out.append({"device": dev, "online": "yes" if online else "no", "version": ver, "slot": slot,
-                        "state": state, "session": ("%s Wh" % sess.get("energy_wh")) if isinstance(sess, dict)
-                        else "-", "firmware": fws})
+                        "state": state, "session": sess, "firmware": fws})
         return out
 
 
@@ -101,16 +128,24 @@ def main(argv=None):
             raise ValueError("the monitor cannot filter by board (the status topic does not carry it)")
         if a.interval <= 0 or a.wait <= 0:
             raise ValueError("--interval and --wait must be positive")
-        bus = rollout.Bus(a.mqtt, ["evse/+/status", "evse/+/state", "evse/+/firmware"])
-    except (ValueError, ConnectionError) as e:
+        bus = rollout.Bus(a.mqtt, ["evse/+/status", "evse/+/state", "evse/+/firmware", "evse/+/telemetry"])
+    except ValueError as e:            # bad input: one line, exit 2
+        sys.stderr.write("evsectl monitor: error: %s\n" % e)
+        return 2
+    except ConnectionError as e:
         sys.stderr.write("evsectl monitor: error: %s\n" % e)
         return 1
     fleet = Fleet()
     out = sys.stdout
     try:
+        t_end = time.time() + a.wait
         bus.settle(quiet_s=min(0.3, a.wait), max_s=a.wait)
         for topic, payload, _ in bus.drain():
             fleet.apply(topic, payload)
+        while a.once and fleet.stale_sessions() and time.time() < t_end:
+            time.sleep(0.05)          # a session runs: its live energy comes with the next telemetry
+            for topic, payload, _ in bus.drain():
+                fleet.apply(topic, payload)
         if a.once:
             rows = fleet.rows(terms)
             if a.json:

@@ -20,6 +20,7 @@ from tools.mpunix import ROOT, mpy_cross
 
 _VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,5})(?:\+(\d{1,10}))?$")
 _BOARD = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+BOARDS = ("sim", "esp32", "rp2")    # the board ids firmware/config.py accepts (tests/test_evsectl.py checks)
 HEADER_SIZE = 0x20
 
 
@@ -59,11 +60,25 @@ def compile_tree(src, dst, use_mpy=True):
     return name
 
 
+def _existing_key(img_path, json_path):
+    """Key hash (hex) of the release already at these paths, or None when
+    it cannot be told."""
+    try:
+        with open(json_path) as f:
+            kh = json.load(f).get("key_hash")
+        return kh if isinstance(kh, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def build(key, version, board, security_counter=None, src=None, out="build", use_mpy=True,
-          compress=True, name="evse"):
+          compress=True, name="evse", force=False):
     vt = parse_version(version)
     if not _BOARD.match(board or ""):
         raise ValueError("board id %r: 1-32 characters of A-Z a-z 0-9 . _ -" % board)
+    if board not in BOARDS:
+        raise ValueError("board id %r is not a known board (%s): a release for it would be refused by "
+                         "every board" % (board, ", ".join(BOARDS)))
     if security_counter is not None and not 0 <= security_counter <= 0xFFFFFFFF:
         raise ValueError("security counter must be 0..4294967295")
     src = src or os.path.join(ROOT, "firmware")
@@ -72,9 +87,22 @@ def build(key, version, board, security_counter=None, src=None, out="build", use
     priv = keys.load_private(key)
     raw_pub = keys.raw_public(priv)
     vtext = "%d.%d.%d" % vt[:3] + ("+%d" % vt[3] if vt[3] else "")
-    os.makedirs(out, exist_ok=True)
     base = os.path.join(out, "%s-%s-%s" % (name, board, vtext))
     img_path, json_path = base + ".img", base + ".json"
+    if os.path.exists(img_path) or os.path.exists(json_path):
+        old = _existing_key(img_path, json_path)
+        mine = keys.keyhash(raw_pub).hex()
+        if old is not None and old != mine:
+            raise FileExistsError("%s exists, signed with another key (%s, not %s): a version is never "
+                                  "re-signed with a different key; choose a new version"
+                                  % (img_path, old[:16], mine[:16]))
+        if not force:
+            raise FileExistsError("%s exists (release %s for %s): refusing to overwrite it; use a new "
+                                  "version, or --force to rebuild it with the same key" % (img_path, vtext, board))
+        if old is None:
+            raise FileExistsError("%s exists without a readable %s: cannot tell its key; remove it "
+                                  "first" % (img_path, os.path.basename(json_path)))
+    os.makedirs(out, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tree = os.path.join(tmp, "tree")
         pkg = compile_tree(src, tree, use_mpy)
@@ -124,7 +152,7 @@ def build(key, version, board, security_counter=None, src=None, out="build", use
 
 def main(a):
     img, js, d = build(a.key, a.version, a.board, a.security_counter, a.src, a.out,
-                       use_mpy=not a.no_mpy, compress=not a.no_compress)
+                       use_mpy=not a.no_mpy, compress=not a.no_compress, force=getattr(a, "force", False))
     print("release %s for board %s" % (d["version"], d["board"]))
     print("  image   %s (%d bytes, sha256 %s)" % (img, d["size"], d["sha256"][:16]))
     print("  files   %s, bytecode %s" % (d["files"], "mpy v%d.%d" % tuple(d["mpy"]) if d["mpy"] else ".py sources"))

@@ -1,12 +1,13 @@
 """Rollout report: JSON plus a self-contained HTML page (inline SVG chart of
 the rollout over time, no external scripts or styles), from the state DB.
 
-    js, html = write(db, rollout_id, "build")   # build/rollout-<id>.json/.html
+    js, html = write(db, rollout_id, "build")   # build/rollout-<id>.json/.html (see report_base)
     rep = build(db, rollout_id)                 # the same as a dict
 """
 import collections
 import html
 import json
+import math
 import os
 import time
 
@@ -116,11 +117,41 @@ def build(db, rid, peak_rss_kb=None):
     return rep
 
 
+def _db_identity(db):
+    return "%s#%s" % (os.path.abspath(db.path), db.salt)
+
+
+def report_base(db, rid, outdir):
+    """File name (without extension) of rollout rid's report in outdir:
+    rollout-N, unless that file holds the report of another database (every
+    report names its database): then rollout-N-STEM-TAG (the database's file
+    name and a tag of its path), so reports of two databases never overwrite
+    each other."""
+    base = "rollout-%d" % rid
+    me = _db_identity(db)
+    try:
+        with open(os.path.join(outdir, base + ".json")) as f:
+            other = json.load(f).get("database")
+    except (OSError, ValueError, AttributeError):
+        other = None
+    if other is None or other == me:
+        return base
+    import hashlib
+    stem = os.path.splitext(os.path.basename(db.path))[0]
+    return "%s-%s-%s" % (base, stem, hashlib.sha256(me.encode()).hexdigest()[:8])
+
+
 def write(db, rid, outdir="build", peak_rss_kb=None):
     rep = build(db, rid, peak_rss_kb)
-    os.makedirs(outdir, exist_ok=True)
-    js = os.path.join(outdir, "rollout-%d.json" % rid)
-    hp = os.path.join(outdir, "rollout-%d.html" % rid)
+    rep["database"] = _db_identity(db)
+    if not os.path.isdir(outdir):
+        parent = os.path.dirname(os.path.abspath(outdir))
+        if not os.path.isdir(parent):
+            raise ValueError("report directory %s: %s does not exist (not created)" % (outdir, parent))
+        os.mkdir(outdir)
+    base = report_base(db, rid, outdir)
+    js = os.path.join(outdir, base + ".json")
+    hp = os.path.join(outdir, base + ".html")
     with open(js, "w") as f:
         json.dump(rep, f, indent=1)
         f.write("\n")
@@ -131,9 +162,25 @@ def write(db, rid, outdir="build", peak_rss_kb=None):
 
 # ---- HTML ------------------------------------------------------------------------------------
 
+def y_ticks(total, most=5):
+    """Axis labels for counts 0..total: distinct integers, evenly spaced
+    (step 1, 2, 5, 10, 20, 50, ...), from 0 to the first step >= total, at
+    most `most` + 1 of them."""
+    total = max(1, int(math.ceil(total)))
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if step * m * most >= total:
+                s = step * m
+                n = -(-total // s)
+                return [i * s for i in range(n + 1)]
+        step *= 10
+
+
 def svg_chart(rep, w=860, h=320):
     pts = rep["timeline"]
-    total = sum(x["size"] + x["skipped"] for x in rep["summary"]["waves"]) or 1
+    ticks = y_ticks(sum(x["size"] + x["skipped"] for x in rep["summary"]["waves"]) or 1)
+    total = ticks[-1]
     tmax = max(rep["duration_s"], pts[-1][0] if pts else 0, 1e-3)
     L, R, T, B = 50, 20, 20, 40
     pw, ph = w - L - R, h - T - B
@@ -160,10 +207,9 @@ def svg_chart(rep, w=860, h=320):
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
            'font-family="sans-serif" font-size="11">' % (w, h, w, h),
            '<rect x="%d" y="%d" width="%d" height="%d" fill="#fafafa" stroke="#ccc"/>' % (L, T, pw, ph)]
-    for i in range(5):
-        n = total * i / 4.0
+    for n in ticks:
         out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#e4e4e4"/>' % (L, L + pw, Y(n), Y(n)))
-        out.append('<text x="%d" y="%.1f" text-anchor="end">%d</text>' % (L - 4, Y(n) + 4, round(n)))
+        out.append('<text x="%d" y="%.1f" text-anchor="end">%d</text>' % (L - 4, Y(n) + 4, n))
     for i in range(6):
         t = tmax * i / 5.0
         out.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (X(t), T + ph + 14, _fmt_s(t)))

@@ -31,6 +31,7 @@ OCPP_STATUSES = ("Downloaded", "DownloadFailed", "Downloading", "DownloadSchedul
                  "Idle", "InstallationFailed", "Installing", "Installed", "InstallRebooting",
                  "InstallScheduled", "InstallVerificationFailed", "InvalidSignature", "SignatureVerified")
 IN_FLIGHT = ("config", "sent")
+TOPICS = ("evse/+/status", "evse/+/firmware", "evse/+/reply")
 EXIT = {"finished": 0, "stopped": 3, "aborted": 4}
 MAX_ATTEMPTS = 5      # commands (set_config + update_firmware, re-sends included) per device
 
@@ -374,7 +375,8 @@ def query_boards(url, ids, timeout_s=5.0):
 class Dev:
     __slots__ = ("id", "seq", "wave", "state", "request_id", "cmd_id", "cmds_sent", "sent_at", "status",
                  "progress", "reason", "version", "updated_at", "finished_at", "online", "trial",
-                 "evidence", "ack_at", "last_msg", "wait_since", "dirty")
+                 "evidence", "ack_at", "last_msg", "wait_since", "dirty", "slot", "slot_before",
+                 "claimed", "rebooted")
 
     def __init__(self, row):
         for k in ("id", "seq", "wave", "state", "request_id", "cmd_id", "cmds_sent", "sent_at", "status",
@@ -387,6 +389,10 @@ class Dev:
         self.last_msg = None
         self.wait_since = None
         self.dirty = set()
+        self.slot = None           # the slot the device last reported on evse/<id>/status
+        self.slot_before = None    # ... when its command was sent (None: unknown, e.g. after a resume)
+        self.claimed = False       # it published Installed for our update
+        self.rebooted = False      # it went offline or reported a new boot since the command
 
 
 class Progress:
@@ -463,7 +469,7 @@ def render_lines(s, width=30):
 class Controller:
     """Drives one rollout from its DB row to a final state."""
 
-    def __init__(self, db, rid, mqtt_url=None, out=None, progress="auto", tick_s=0.1):
+    def __init__(self, db, rid, mqtt_url=None, out=None, progress="auto", tick_s=0.1, bus=None):
         self.db = db
         self.rid = rid
         r = db.get(rid)
@@ -489,7 +495,7 @@ class Controller:
         self.waiting = {d.id: d for d in self.devs if d.state == "waiting"}
         self.opened = max([d.wave for d in self.devs if d.state != "pending"] or [0])
         self.events = []
-        self.bus = None
+        self.bus = bus
         self.statuses = collections.Counter()
         self._to_send = []
 
@@ -549,16 +555,36 @@ class Controller:
         online = bool(m.get("online"))
         d.online = online
         if not online:
+            if d.state in IN_FLIGHT and d.evidence:
+                d.rebooted = True
             return
         v = m.get("version")
         if isinstance(v, str):
             self._set(d, version=v)
         d.trial = bool(m.get("trial"))
+        slot = m.get("slot")
+        d.slot = slot.lower() if isinstance(slot, str) else None
         if d.state in IN_FLIGHT:
             d.last_msg = now
-            if self._at_target(d) and not d.trial:
-                d.evidence = True
-                self._finish(d, "installed", None)
+            if d.trial or d.claimed or (d.slot_before is not None and d.slot not in (None, d.slot_before)):
+                d.rebooted = True
+            self._judge(d)
+
+    def _judge(self, d):
+        """Installed only on what the device reports after its reboot: the
+        target version, not on trial, and (when known) another slot than
+        before. A device that says Installed but boots the old version (or
+        the same slot) failed."""
+        if d.state not in IN_FLIGHT or d.trial:
+            return
+        same_slot = d.slot_before is not None and d.slot is not None and d.slot == d.slot_before
+        if self._at_target(d) and not same_slot:
+            d.evidence = True
+            self._finish(d, "installed", None)
+        elif d.claimed and d.rebooted:
+            self._finish(d, "failed", "reported Installed but boots %s on slot %s (expected %s on %s)"
+                         % (d.version, d.slot, self.p["release"]["version"],
+                            "another slot than " + d.slot_before if d.slot_before else "the new slot"))
 
     def _at_target(self, d):
         try:
@@ -589,8 +615,9 @@ class Controller:
         if st in FAIL_STATUSES:
             why = m.get("reason")
             self._finish(d, "failed", "%s: %s" % (st, why) if why else st)
-        elif st == "Installed" and (mine or (self._at_target(d) and not d.trial)):
-            self._finish(d, "installed", None)
+        elif st == "Installed":
+            d.claimed = True
+            self._judge(d)
 
     def _on_reply(self, d, m, now):
         cid = m.get("id")
@@ -635,6 +662,9 @@ class Controller:
             d.cmds_sent += 1
             d.sent_at = d.sent_at or now
             d.evidence = False
+            d.claimed = d.rebooted = False
+            if not resend:
+                d.slot_before = d.slot
             d.ack_at = now + self.p["ack_timeout"]
             d.last_msg = now
             self.inflight[d.id] = d
@@ -712,6 +742,8 @@ class Controller:
                     break
                 if d.state != "pending":
                     continue
+                if d.online and d.trial:
+                    continue       # on trial (another rollout's update): never "installed"; wait for its verdict
                 if d.online and self._at_target(d):
                     self._finish(d, "installed", "already on %s" % d.version)
                     continue
@@ -790,9 +822,16 @@ class Controller:
                                                     " (%s)" % self.reason if self.reason else ""))
             return EXIT[self.state]
         if not self.db.claim(self.rid):
+            if self.bus is not None:
+                self.bus.close()
             raise RuntimeError("rollout %d is held by a running controller (pid %s)"
                                % (self.rid, self.db.owner_alive(self.rid)[0]))
-        self.bus = Bus(self.url, ["evse/+/status", "evse/+/firmware", "evse/+/reply"])
+        try:
+            if self.bus is None:
+                self.bus = Bus(self.url, TOPICS)
+        except ConnectionError:
+            self.db.release(self.rid)
+            raise
         try:
             return self._run()
         finally:
@@ -869,8 +908,8 @@ def parse_version_safe(v):
 
 # ---- the command line ---------------------------------------------------------------------------
 
-def _db(a):
-    return rolloutdb.RolloutDB(a.db)
+def _db(a, create=False):
+    return rolloutdb.RolloutDB(a.db, create=create)
 
 
 def build_params(a, total):
@@ -942,17 +981,28 @@ def cmd_start(a):
             members = [i for i, ww in zip(ids, wave_of) if ww == w]
             out.write("  group %d (%d): %s%s\n" % (w, n, ", ".join(members[:8]), " ..." if n > 8 else ""))
         return 0
-    db = _db(a)
-    rid = db.create(params, list(zip(ids, wave_of)))
+    db = _db(a, create=True)
+    overlap = db.active_for(ids)
+    if overlap and not a.allow_overlap:
+        raise ValueError(rolloutdb.overlap_message(overlap))
+    # connect before the rollout exists: a broker that is down leaves no "running" rollout behind
+    bus = Bus(params["mqtt"], TOPICS)
+    try:
+        rid = db.create(params, list(zip(ids, wave_of)), allow_overlap=a.allow_overlap)
+    except BaseException:
+        bus.close()
+        raise
+    if overlap:
+        out.write("warning: --allow-overlap: %d target(s) also in another active rollout\n" % len(overlap))
     out.write("rollout %d: %s %s to %d devices, groups %s (db %s)\n"
               % (rid, params["release"]["board"], params["release"]["version"], len(ids), params["groups"],
                  db.path))
     out.flush()
-    return _drive(db, rid, a)
+    return _drive(db, rid, a, bus=bus)
 
 
-def _drive(db, rid, a, mqtt=None):
-    ctl = Controller(db, rid, mqtt_url=mqtt, progress=a.progress, tick_s=0.05)
+def _drive(db, rid, a, mqtt=None, bus=None):
+    ctl = Controller(db, rid, mqtt_url=mqtt, progress=a.progress, tick_s=0.05, bus=bus)
     try:
         code = ctl.run()
     except KeyboardInterrupt:
@@ -1113,6 +1163,8 @@ def build_parser(prog="evsectl rollout"):
                         "sent again (same id and requestId; at most %d times)" % MAX_ATTEMPTS)
     s.add_argument("--mqtt", default=env_mqtt, help="broker URL mqtt://user:password@host:port (default $MQTT_URL)")
     s.add_argument("--dry-run", action="store_true", help="print the plan (groups) and exit")
+    s.add_argument("--allow-overlap", action="store_true",
+                   help="start even though some targets are in another active rollout (default: refused)")
     common_run(s)
     s.set_defaults(fn=cmd_start)
 
@@ -1159,9 +1211,12 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         return a.fn(a)
-    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as e:
+    except (ConnectionError, RuntimeError) as e:     # the broker, another controller: exit 1
         sys.stderr.write("evsectl rollout %s: error: %s\n" % (a.sub, e))
         return 1
+    except (ValueError, OSError) as e:               # bad input or a refusal: one line, exit 2
+        sys.stderr.write("evsectl rollout %s: error: %s\n" % (a.sub, e))
+        return 2
 
 
 if __name__ == "__main__":

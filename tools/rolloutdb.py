@@ -86,16 +86,46 @@ def request_id(rollout_id, seq, salt=0):
     return ((rollout_id - 1 + salt) % 21000) * 100000 + seq
 
 
+def overlap_message(busy):
+    some = sorted(busy.items())[:5]
+    return ("%d target(s) already in an active rollout: %s%s (one active rollout per device: let it "
+            "finish or abort it first, or --allow-overlap)"
+            % (len(busy), ", ".join("%s (rollout %d)" % kv for kv in some), " ..." if len(busy) > 5 else ""))
+
+
 def default_path():
     return os.environ.get("EVSE_ROLLOUT_DB") or os.path.join("build", "rollouts.db")
 
 
 class RolloutDB:
-    def __init__(self, path=None):
+    """create=False (every `evsectl rollout` command but `start`): the file
+    must exist, so a mistyped --db is an error, not a new empty database.
+    create=True makes the file, never a parent directory (except the default
+    build/)."""
+
+    def __init__(self, path=None, create=True):
         self.path = path or default_path()
         d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
+        if not os.path.isfile(self.path):
+            if not create:
+                raise ValueError("no rollout database %s (is --db mistyped? `rollout start` creates one)"
+                                 % self.path)
+            if not os.path.isdir(d):
+                if path is None and os.path.normpath(self.path) == os.path.normpath(default_path()) \
+                        and not os.environ.get("EVSE_ROLLOUT_DB"):
+                    os.makedirs(d, exist_ok=True)
+                else:
+                    raise ValueError("--db %s: directory %s does not exist (not created)" % (self.path, d))
         self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise ValueError("%s is not a rollout database (%s)" % (self.path, e))
+        if "rollouts" not in tables and (tables or not create):
+            self.conn.close()
+            raise ValueError("%s is not a rollout database%s" % (
+                self.path, " (an SQLite file with other tables)" if tables else " (an empty file)"))
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -113,8 +143,22 @@ class RolloutDB:
         return _Tx(self.conn)
 
     # -- rollouts --------------------------------------------------------------------------
-    def create(self, params, targets):
-        """New rollout. targets: [(device_id, wave)] in start order. Returns its id."""
+    def active_for(self, ids):
+        """{device: rollout id} of those ids that belong to an active (running,
+        paused or stopping) rollout."""
+        want = set(ids)
+        out = {}
+        for r in self.conn.execute("SELECT d.device, d.rollout FROM devices d JOIN rollouts r "
+                                   "ON r.id = d.rollout WHERE r.state IN (%s)"
+                                   % ",".join("?" * len(ACTIVE)), ACTIVE):
+            if r[0] in want:
+                out[r[0]] = r[1]
+        return out
+
+    def create(self, params, targets, allow_overlap=False):
+        """New rollout. targets: [(device_id, wave)] in start order. Returns its id.
+        Refuses (ValueError) targets that are in another active rollout unless
+        allow_overlap: one active rollout per device."""
         if not targets:
             raise ValueError("no targets")
         if len(targets) > MAX_TARGETS:
@@ -124,6 +168,9 @@ class RolloutDB:
             raise ValueError("duplicate target ids")
         now = time.time()
         with self._tx() as c:
+            busy = {} if allow_overlap else self.active_for(ids)
+            if busy:
+                raise ValueError(overlap_message(busy))
             cur = c.execute("INSERT INTO rollouts (created, params, state) VALUES (?, ?, 'running')",
                             (now, json.dumps(params)))
             rid = cur.lastrowid

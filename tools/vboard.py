@@ -131,16 +131,25 @@ class VBoard:
         self._proc = None
         self._stop = False
         self._kill_reason = None
+        self._interrupted = None         # what main.py was doing when interrupted (JSON from the ROM)
         self._thread = None
         self._fds = []
         self._log = None
+        self._lockfd = None
 
     # ---- life ---------------------------------------------------------------
     def start(self, background=True):
         """Create the flash if needed, open the console pty, start the board.
-        background=False runs the supervisor in this thread until stop()."""
+        background=False runs the supervisor in this thread until stop().
+        Raises VBoardError when another virtual board runs from this directory
+        (its lock, <dir>/vboard.lock, is held)."""
         os.makedirs(self.dir, exist_ok=True)
-        self._prepare_flash()
+        self._lock_dir()
+        try:
+            self._prepare_flash()
+        except BaseException:
+            self._unlock_dir()
+            raise
         if not os.path.exists(self.world):
             with open(self.world, "w"):
                 pass
@@ -154,6 +163,38 @@ class VBoard:
             return self
         self._supervise()
         return self
+
+    def _lock_dir(self):
+        """One board per directory: an exclusive flock on <dir>/vboard.lock,
+        held while the board runs. The kernel drops it when the holder dies,
+        so a lock left by a killed board is stale by construction; the file
+        names the holder's pid for the message."""
+        path = os.path.join(self.dir, "vboard.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            except OSError:
+                holder = "?"
+            os.close(fd)
+            alive = holder.isdigit() and _pid_alive(int(holder))
+            raise VBoardError("directory %s is in use by a running virtual board (pid %s%s): stop it "
+                              "first, or use another --dir" % (self.dir, holder, "" if alive else "?"))
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        self._lockfd = fd
+
+    def _unlock_dir(self):
+        fd = getattr(self, "_lockfd", None)
+        if fd is not None:
+            self._lockfd = None
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            os.close(fd)      # releases the flock
 
     def _prepare_flash(self):
         from tools import provision
@@ -222,10 +263,12 @@ class VBoard:
         if self._log is not None:
             self._log.close()
             self._log = None
-        try:
-            os.remove(os.path.join(self.dir, "vboard.json"))
-        except OSError:
-            pass
+        if getattr(self, "_lockfd", None) is not None:   # only the lock holder owns vboard.json
+            try:
+                os.remove(os.path.join(self.dir, "vboard.json"))
+            except OSError:
+                pass
+        self._unlock_dir()
 
     def __enter__(self):
         return self.start()
@@ -275,6 +318,10 @@ class VBoard:
             argv += ["--wdt", str(int(self.wdt_ms))]
         if self.mode == "repl":
             argv.insert(1, "-i")
+            if self._interrupted:
+                argv += ["--interrupted", self._interrupted]
+        else:
+            self._interrupted = None
         sb = self._sb
         _set_console_modes(sb)   # a process killed inside its REPL leaves the tty raw
 
@@ -375,6 +422,8 @@ class VBoard:
                         line = line.strip(b".")
                         if line.startswith(b"S"):
                             wdt_ms = int(line[1:])
+                        elif line.startswith(b"I"):
+                            self._interrupted = line[1:].decode("utf-8", "replace")
                     hbuf = hbuf.strip(b".")
             if (wdt_ms is not None and self._kill_reason is None
                     and (time.monotonic() - fed) * 1000 > wdt_ms + _WDT_SLACK_MS):
@@ -384,6 +433,14 @@ class VBoard:
             rc = p.poll()
             if rc is not None:
                 self._drain(mb)
+                try:
+                    hbuf += os.read(hb, 4096)
+                except (BlockingIOError, OSError):
+                    pass
+                for line in hbuf.split(b"\n"):
+                    line = line.strip(b".")
+                    if line.startswith(b"I"):
+                        self._interrupted = line[1:].decode("utf-8", "replace")
                 how, self._kill_reason = self._kill_reason, None
                 return rc, how
 
@@ -540,6 +597,16 @@ class VBoard:
         return self.wait_for(lambda: self.boots >= n and self.pid, timeout, what="boot %d" % n)
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="evsectl vboard",
@@ -557,17 +624,39 @@ def main(argv=None):
     ap.add_argument("--blank", action="store_true",
                     help="a new flash is left empty (a board fresh from flashing MicroPython): "
                          "put firmware on it with `evsectl deploy`")
-    ap.add_argument("--key", action="append", default=[], help="trusted public key for a new flash (repeatable)")
+    ap.add_argument("--key", action="append", default=[],
+                    help="trusted public key for a new flash (repeatable); a new flash needs --key or --no-key")
+    ap.add_argument("--no-key", action="store_true",
+                    help="make a new flash that trusts NO key (it accepts no update) on purpose")
     ap.add_argument("--config", default=None, help="JSON object merged into a new flash's config.json")
     ap.add_argument("--wdt-ms", type=int, default=None, help="watchdog period of the board (default: the firmware's)")
     ap.add_argument("--quiet", action="store_true", help="do not copy the console to stdout")
     a = ap.parse_args(argv)
     if a.control_port is not None and not 0 < a.control_port < 65536:
         ap.error("--control-port must be 1..65535")
-    b = VBoard(a.dir, id=a.id, broker=a.broker, control_port=a.control_port, pty_link=a.pty_link,
-               heap=a.heap, fresh=a.fresh, keys=a.key,
-               config=json.loads(a.config) if a.config else None,
-               echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank)
+    new_flash = a.fresh or not os.path.exists(os.path.join(a.dir, "flash.img"))
+    if a.key and a.no_key:
+        ap.error("--key and --no-key exclude each other")
+    if new_flash and not a.blank and not a.key and not a.no_key:
+        ap.error("a new flash needs the release key it trusts: --key keys/release.pub "
+                 "(or --no-key: a board that accepts no update)")
+    for k in a.key:
+        if not os.path.isfile(k):
+            ap.error("--key %s: no such file" % k)
+    config = None
+    if a.config:
+        try:
+            config = json.loads(a.config)
+        except ValueError as e:
+            ap.error("--config is not JSON: %s" % e)
+        if not isinstance(config, dict):
+            ap.error("--config must be a JSON object")
+    try:
+        b = VBoard(a.dir, id=a.id, broker=a.broker, control_port=a.control_port, pty_link=a.pty_link,
+                   heap=a.heap, fresh=a.fresh, keys=a.key, config=config,
+                   echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank)
+    except ValueError as e:
+        ap.error(str(e))
 
     def on_signal(signum, frame):
         b._stop = True
@@ -578,7 +667,11 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     sys.stderr.write("vboard %s: dir %s, control 127.0.0.1:%d\n" % (b.id, b.dir, b.control_port))
-    b.start(background=True)
+    try:
+        b.start(background=True)
+    except (VBoardError, ValueError, OSError) as e:
+        sys.stderr.write("evsectl vboard: error: %s\n" % e)
+        return 2
     sys.stderr.write("vboard %s: console pty %s%s\n" % (
         b.id, b.pty, " (-> %s)" % a.pty_link if a.pty_link else ""))
     sys.stderr.flush()

@@ -49,6 +49,21 @@ class Host:
         self._last = time.ticks_ms()
         self.wdt_ms = None
         self.wdt_override = None   # the board's watchdog period, when the host sets one
+        # repl mode after main.py was interrupted: what it was doing then
+        # ({"agent": bool, "session": dict or None}; a board keeps that in
+        # sys.modules, a virtual board's REPL is a new process)
+        self.interrupted = None
+
+    def note_interrupted(self):
+        """main.py ended (Ctrl-C): tell the host what ran, for the REPL after."""
+        a = getattr(sys.modules.get("firmware.agent"), "current", None)
+        try:
+            sess = a.evse.session if a is not None else None
+        except Exception:
+            sess = None
+        if self._hb is not None:
+            import json
+            self._hb.write(b"I" + json.dumps({"agent": a is not None, "session": sess}).encode() + b"\n")
 
     # -- flash
     def flash_cut(self):
@@ -95,7 +110,7 @@ class Host:
 
 def _args(argv):
     opts = {"--mode": "boot", "--port": "0", "--hb": "", "--id": "", "--cause": "power",
-            "--world": "", "--block-size": "4096", "--flash": "", "--wdt": ""}
+            "--world": "", "--block-size": "4096", "--flash": "", "--wdt": "", "--interrupted": ""}
     i = 0
     while i < len(argv):
         k = argv[i]
@@ -148,6 +163,12 @@ def main():
     host = Host(flash, hb, int(o["--port"]), o["--id"], o["--cause"], world)
     if o["--wdt"]:
         host.wdt_override = int(o["--wdt"])
+    if o["--interrupted"]:
+        import json
+        try:
+            host.interrupted = json.loads(o["--interrupted"])
+        except ValueError:
+            host.interrupted = {"agent": None, "session": None}
     _purge_host_modules()
     # everything from the host is open: '/' becomes the board's flash
     vfs.umount("/")
@@ -168,6 +189,7 @@ def main():
         code = _exit_code(e, host, PowerCut)
         if code == EXIT_REPL:
             sys.print_exception(e)
+            host.note_interrupted()
     return code
 
 
