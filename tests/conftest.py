@@ -167,3 +167,9 @@ def pytest_pycollect_makemodule(module_path, parent):
     if os.path.dirname(str(module_path)) == DEVICE_DIR:
         return DeviceModule.from_parent(parent, path=module_path)
     return None
+
+
+def pytest_report_header(config):
+    # which MQTT broker the MQTT tests run on (tests/prep/broker.py)
+    from tests.prep import broker
+    return broker.describe()
