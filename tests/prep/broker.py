@@ -52,6 +52,7 @@ PASSWORD = "s3cret-pw"
 BACKEND_USER = "backend"
 BACKEND_PASSWORD = "backend-pw"
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _procs = []
 _AUTO = object()
 _live = []  # keeps the servers of every make() call alive for the session
@@ -69,8 +70,9 @@ def find_mosquitto():
 
 
 def find_amqtt():
-    cand = os.path.join(os.path.dirname(sys.executable), "amqtt")
-    return cand if os.path.exists(cand) else shutil.which("amqtt")
+    """The amqtt package of this interpreter (run by tests/prep/amqtt_broker.py), or None."""
+    import importlib.util
+    return "amqtt" if importlib.util.find_spec("amqtt") is not None else None
 
 
 def kind(env=None, mosquitto=_AUTO):
@@ -256,12 +258,15 @@ class Broker:
     def start(self):
         if self.proc and self.proc.poll() is None:
             return
-        log = open(self.log, "a")
+        if self.kind == "mosquitto":
+            argv, out = [self.exe, "-c", self.conf], subprocess.DEVNULL   # it logs to self.log itself
+        else:
+            argv, out = [sys.executable, "-m", "tests.prep.amqtt_broker", self.conf], open(self.log, "a")
         try:
-            self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=log if self.kind == "amqtt"
-                                         else subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=_ROOT)
         finally:
-            log.close()
+            if out is not subprocess.DEVNULL:
+                out.close()
         _procs.append(self.proc)
         if not (wait_port(self.port) and wait_port(self.tls_port)):
             raise RuntimeError("%s did not start (see %s)" % (self.kind, self.log))
