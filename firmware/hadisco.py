@@ -13,39 +13,32 @@
 
 PREFIX = "homeassistant"
 
-# (component, object id, name, topic suffix, value template, extra members).
-# Templates use single quotes only: they are pasted into JSON strings.
-_ENTITIES = (
-    ("sensor", "state", "State", "state", "{{ value_json.state }}", ""),
-    ("sensor", "offered_current", "Offered current", "state", "{{ value_json.current_a }}",
-     ',"device_class":"current","unit_of_measurement":"A","state_class":"measurement"'),
-    ("sensor", "current", "Current", "telemetry", "{{ value_json.current_a }}",
-     ',"device_class":"current","unit_of_measurement":"A","state_class":"measurement"'),
-    ("sensor", "power", "Power", "telemetry", "{{ value_json.power_w }}",
-     ',"device_class":"power","unit_of_measurement":"W","state_class":"measurement"'),
-    ("sensor", "voltage", "Voltage", "telemetry", "{{ value_json.voltage_v }}",
-     ',"device_class":"voltage","unit_of_measurement":"V","state_class":"measurement"'),
-    ("sensor", "session_energy", "Session energy", "state",
-     "{{ value_json.session.energy_wh if value_json.session else 0 }}",
-     ',"device_class":"energy","unit_of_measurement":"Wh"'),
-    ("sensor", "energy", "Energy", "telemetry", "{{ value_json.energy_wh }}",
-     ',"device_class":"energy","unit_of_measurement":"Wh","state_class":"total_increasing"'),
-    ("sensor", "temperature", "Temperature", "telemetry", "{{ value_json.temperature_c }}",
-     ',"device_class":"temperature","unit_of_measurement":"\u00b0C","state_class":"measurement"'),
-    ("sensor", "fault", "Fault", "state", "{{ value_json.fault or 'none' }}", ""),
-    ("sensor", "firmware_status", "Firmware status", "firmware", "{{ value_json.status }}", ""),
-    ("sensor", "firmware_version", "Firmware version", "status", "{{ value_json.version }}", ""),
-    ("number", "current_limit", "Current limit", "state", "{{ value_json.current_a }}",
-     ',"command_topic":"%scmd/set_limit","command_template":"{\\"id\\":\\"ha-limit\\",\\"amps\\":{{ value }}}"'
-     ',"min":0,"max":%s,"step":1,"mode":"box","device_class":"current","unit_of_measurement":"A"'),
-    ("button", "pause", "Pause", None, None,
-     ',"command_topic":"%scmd/pause","payload_press":"{\\"id\\":\\"ha-pause\\"}"'),
-    ("button", "resume", "Resume", None, None,
-     ',"command_topic":"%scmd/resume","payload_press":"{\\"id\\":\\"ha-resume\\"}"'),
-    ("button", "authorize", "Authorize", None, None,
-     ',"command_topic":"%scmd/authorize","payload_press":"{\\"id\\":\\"ha-authorize\\",\\"tag\\":null}"'),
+# Sensors: (object id, name, topic suffix, value: a payload field or a
+# whole template, device_class, unit, state_class). Repeated short strings
+# are interned once; templates use single quotes only (pasted into JSON).
+_SENSORS = (
+    ("state", "State", "state", "state", None, None, None),
+    ("offered_current", "Offered current", "state", "current_a", "current", "A", "measurement"),
+    ("current", "Current", "telemetry", "current_a", "current", "A", "measurement"),
+    ("power", "Power", "telemetry", "power_w", "power", "W", "measurement"),
+    ("voltage", "Voltage", "telemetry", "voltage_v", "voltage", "V", "measurement"),
+    ("session_energy", "Session energy", "state",
+     "{{ value_json.session.energy_wh if value_json.session else 0 }}", "energy", "Wh", None),
+    ("energy", "Energy", "telemetry", "energy_wh", "energy", "Wh", "total_increasing"),
+    ("temperature", "Temperature", "telemetry", "temperature_c", "temperature", "\u00b0C", "measurement"),
+    ("fault", "Fault", "state", "{{ value_json.fault or 'none' }}", None, None, None),
+    ("firmware_status", "Firmware status", "firmware", "status", None, None, None),
+    ("firmware_version", "Firmware version", "status", "version", None, None, None),
 )
-COUNT = len(_ENTITIES)
+# Buttons: (object id = our command, name, payload_press members after the id)
+_BUTTONS = (
+    ("pause", "Pause", ""),
+    ("resume", "Resume", ""),
+    ("authorize", "Authorize", ',\\"tag\\":null'),
+)
+_NS = len(_SENSORS)
+_NB = len(_BUTTONS)
+COUNT = _NS + 1 + _NB      # sensors, the current limit number, buttons
 
 
 def node_id(device_id):
@@ -84,23 +77,43 @@ class Discovery:
         self._ups = -1         # link connection seen last
         link.subscribe_extra(prefix + "/status", self.birth)
 
+    def _row(self, i):
+        # (component, object id) of entity i
+        if i < _NS:
+            return "sensor", _SENSORS[i][0]
+        if i == _NS:
+            return "number", "current_limit"
+        return "button", _BUTTONS[i - _NS - 1][0]
+
     def topic(self, i):
-        e = _ENTITIES[i]
-        return "%s/%s/%s/%s/config" % (self.prefix, e[0], self.node, e[1])
+        comp, obj = self._row(i)
+        return "%s/%s/%s/%s/config" % (self.prefix, comp, self.node, obj)
 
     def payload(self, i):
-        """The config JSON (str) of entity i."""
-        comp, obj, name, suffix, tpl, extra = _ENTITIES[i]
+        """The config JSON (str) of entity i (0 <= i < COUNT)."""
         b = self._base
-        s = '{"name":"%s","unique_id":"%s_%s"' % (name, self.node, obj)
-        if suffix is not None:
-            s += ',"state_topic":"%s%s","value_template":"%s"' % (b, suffix, tpl)
-        if extra:
-            if comp == "number":
-                extra = extra % (b, self._max)
-            elif comp == "button":
-                extra = extra % b
-            s += extra
+        if i < _NS:
+            obj, name, suffix, val, dc, unit, sc = _SENSORS[i]
+        elif i == _NS:
+            obj, name, suffix, val, dc, unit, sc = ("current_limit", "Current limit", "state",
+                                                    "current_a", "current", "A", None)
+        else:
+            obj, name, more = _BUTTONS[i - _NS - 1]
+            return ('{"name":"%s","unique_id":"%s_%s","command_topic":"%scmd/%s",'
+                    '"payload_press":"{\\"id\\":\\"ha-%s\\"%s}"' % (name, self.node, obj, b, obj, obj, more)
+                    + self._tail)
+        if val[0] != "{":
+            val = "{{ value_json.%s }}" % val
+        s = ('{"name":"%s","unique_id":"%s_%s","state_topic":"%s%s","value_template":"%s"'
+             % (name, self.node, obj, b, suffix, val))
+        if dc:
+            s += ',"device_class":"%s","unit_of_measurement":"%s"' % (dc, unit)
+        if sc:
+            s += ',"state_class":"%s"' % sc
+        if i == _NS:
+            s += (',"command_topic":"%scmd/set_limit","command_template":'
+                  '"{\\"id\\":\\"ha-limit\\",\\"amps\\":{{ value }}}","min":0,"max":%d,"step":1,"mode":"box"'
+                  % (b, self._max))
         return s + self._tail
 
     def birth(self, payload):
