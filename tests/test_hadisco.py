@@ -14,6 +14,7 @@ import jinja2
 import pytest
 
 from tests.prep import broker as B
+from tests.test_mqtt_docs import doc_examples, same_shape
 from tools.vboard import VBoard
 
 DEV = "ha-1"
@@ -228,3 +229,13 @@ def test_birth_message_makes_the_board_publish_again(rig):
     rec.publish("homeassistant/status", "online")
     again = wait(lambda: all_out(rec, mark), 30, "configs again after the birth message")
     assert {k: v[0] for k, v in again.items()} == {k: v[0] for k, v in all_out(rec).items()}
+
+
+def test_docs_example_matches_the_number_config(rig):
+    doc = doc_examples()["Home Assistant discovery"]
+    real = all_out(rig["rec"])[("number", "current_limit")][0]
+    assert len(doc) == 1
+    assert same_shape(doc[0], real, "current_limit") == []
+    for k in ("value_template", "command_template", "min", "step", "mode"):
+        assert doc[0][k] == real[k], k
+    assert doc[0]["availability"][0]["value_template"] == real["availability"][0]["value_template"]

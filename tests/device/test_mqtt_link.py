@@ -324,6 +324,7 @@ def test_last_will_marks_offline():
     link = _link(_cfg(), "t-will", clk)
     link.publish("status", {"online": True}, retain=True)
     mptest.true(_pump(link, lambda: link.connected and not link.pending(), clk), link.last_error)
+    mptest.eq(len(_wait_msgs("t-will", "status", 1)), 1)   # delivered (amqtt may else let the will overtake it)
     link._sock.close()                               # connection lost without DISCONNECT
     st = _wait_msgs("t-will", "status", 2)
     mptest.eq([json.loads(p) for p, r in st], [{"online": True}, {"online": False}])
