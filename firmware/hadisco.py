@@ -117,8 +117,9 @@ class Discovery:
         return s + self._tail
 
     def birth(self, payload):
-        # Home Assistant (re)started: it has forgotten nothing retained, but
-        # a broker without persistence may have; publish everything again
+        # Home Assistant (re)started or reloaded its MQTT integration: publish
+        # every config again, as HA asks of discoverable devices (a broker
+        # restarted without persistence has lost the retained copies)
         if payload == b"online":
             self.next = 0
 
