@@ -55,6 +55,7 @@ BACKEND_PASSWORD = "backend-pw"
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _procs = []
 _AUTO = object()
+_started = []  # kinds of the brokers started in this process (used())
 _live = []  # keeps the servers of every make() call alive for the session
 
 
@@ -110,6 +111,11 @@ def _amqtt_version():
         return version("amqtt")
     except Exception:  # noqa: BLE001
         return "?"
+
+
+def used():
+    """The kinds of broker started by this process so far (for the run's summary)."""
+    return list(_started)
 
 
 def require_mosquitto(what):
@@ -268,6 +274,8 @@ class Broker:
             if out is not subprocess.DEVNULL:
                 out.close()
         _procs.append(self.proc)
+        if self.kind not in _started:
+            _started.append(self.kind)
         if not (wait_port(self.port) and wait_port(self.tls_port)):
             raise RuntimeError("%s did not start (see %s)" % (self.kind, self.log))
 
