@@ -278,6 +278,7 @@ def test_session_records_survive_reboot_and_broker_restart():
     mptest.true(_pump(link, lambda: link.connected, clk), link.last_error)
     log.append({"id": 1, "energy_wh": 100})
     mptest.true(_pump(link, lambda: len(log) == 0, clk), len(log))     # acked by PUBACK
+    mptest.eq(len(_wait_msgs("t-sess", "session", 1)), 1)  # delivered (amqtt acks before it delivers)
     _ctl({"op": "stop"})
     try:
         mptest.true(_pump(link, lambda: not link.connected, clk, skip_backoff=False), link.state)
