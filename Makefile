@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 MP     := $(BIN)/micropython
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv deps test bench demo deploy clean help
+.PHONY: all venv deps mosquitto test bench demo deploy clean help
 
 all: test
 
@@ -16,6 +16,7 @@ help:
 	@echo "make bench   print the benchmark table"
 	@echo "make demo    run the fleet demo"
 	@echo "make deps    fill lib/ with the third-party MicroPython libraries"
+	@echo "make mosquitto  install mosquitto for the MQTT tests when missing (root + apt), else say so"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,23 @@ lib/umqtt/simple.py: tools/fetch_deps.py
 
 deps: lib/umqtt/simple.py
 
-test: venv deps
+test: venv deps mosquitto
 	$(BIN)/python -m pytest -q tests
+
+# The MQTT tests run on mosquitto where it is installed, else on the pinned
+# amqtt (tests/prep/broker.py; EVSE_TEST_BROKER=mosquitto|amqtt forces one).
+# As root with apt, a missing mosquitto is installed first; tests that need
+# mosquitto itself (ACLs, TLS client certificates) fail with this command.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || [ "$$EVSE_TEST_BROKER" = amqtt ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing mosquitto (apt-get install mosquitto) for the MQTT tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null 2>&1; } || \
+	    echo "make: could not install mosquitto: the MQTT tests run on amqtt"; \
+	else \
+	    echo "make: mosquitto not installed: the MQTT tests run on amqtt (for mosquitto: sudo apt-get install mosquitto)"; \
+	fi
 
 bench: venv deps
 	$(BIN)/python -m tools.bench

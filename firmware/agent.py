@@ -52,7 +52,7 @@ class Agent:
     passed in (None = without). `boot` is the bootstrap module (import boot)."""
 
     def __init__(self, board, cfg, root="/", bootinfo=None, *, link=_AUTO, updater=_AUTO,
-                 sessions=_AUTO, commands=_AUTO, health=_AUTO, ctl=None, boot=None,
+                 sessions=_AUTO, commands=_AUTO, health=_AUTO, ha=_AUTO, ctl=None, boot=None,
                  period_ms=PERIOD_MS, wdt_ms=_WDT_MS, clock=None):
         self.board = board
         self.cfg = cfg
@@ -94,6 +94,7 @@ class Agent:
         self.updater = self._build_updater() if updater is _AUTO else updater
         self.commands = self._build_commands() if commands is _AUTO else commands
         self.health = self._build_health(self._now) if health is _AUTO else health
+        self.ha = self._build_ha() if ha is _AUTO else ha   # Home Assistant discovery
         self.ctl = ctl
         if self.link is not None:
             self.link.on_message = self._on_message
@@ -134,6 +135,18 @@ class Agent:
         if m is None:
             return None
         return m.Commands(self.evse, self.updater, self.root, self._on_reset, self._config_changed)
+
+    def _build_ha(self):
+        link = self.link
+        if link is None or not hasattr(link, "send_now") or not self.cfg.get("ha_discovery", True):
+            return None
+        m = _opt("firmware.hadisco")
+        if m is None:
+            return None
+        bi = self.bootinfo
+        return m.Discovery(link, self.cfg["device_id"], self.cfg.get("board", "sim"),
+                           report.version_str(bi.get("version")), bi.get("slot"),
+                           self.cfg.get("max_current_a", 32))
 
     def _build_health(self, now):
         if not self.bootinfo.get("trial"):
@@ -228,6 +241,8 @@ class Agent:
     def _t_link(self, now):
         if self.link is not None:
             self.link.poll(now)
+            if self.ha is not None:
+                self.ha.poll()      # at most one discovery config per period
 
     def _t_sessions(self, now):
         rec = self.evse.pop_finished()

@@ -28,6 +28,7 @@ DEFAULTS = {
         "client_id": None,    # None: device_id
     },
     "telemetry_ms": 10000,
+    "ha_discovery": True,     # Home Assistant MQTT discovery configs (firmware/hadisco.py)
     "install_window": None,   # [start_min, end_min] local time, may wrap midnight; None: any time
     "health": {
         "trial_s": 120,       # a trial boot must stay healthy this long before confirming
@@ -89,6 +90,7 @@ _CHECKS = {
     "ventilation": _bool,
     "require_auth": _bool,
     "telemetry_ms": lambda v: _int(v, 1000, 3600000),
+    "ha_discovery": _bool,
     "install_window": _window,
 }
 _MQTT = {

@@ -202,6 +202,9 @@ class Link:
         self._inflight = None        # (pid, 'log', seq) or (pid, 'q', item)
         self._pid = 0
         self._sub_pid = 0
+        self.ups = 0                 # successful connections (CONNACK) so far
+        self._extra = None           # (topic, fn(payload)): one more subscription (HA birth)
+        self.extra_refused = False
         cid = cfg_mqtt.get("client_id") or device_id
         user = cfg_mqtt.get("user")
         pw = cfg_mqtt.get("password")
@@ -243,6 +246,22 @@ class Link:
                     break
             self.dropped += 1
         self._queue.append([suffix, payload, 1 if qos else 0])
+
+    def subscribe_extra(self, topic, fn):
+        """Also subscribe to `topic` (outside evse/<id>/) on every connect;
+        fn(payload_bytes) gets its messages. A refusal by the broker is only
+        recorded (extra_refused): the link stays up for its own topics."""
+        self._extra = (_b(topic), fn)
+
+    def send_now(self, topic, payload, retain=False):
+        """Publish on a full `topic` (QoS 0) straight into the output buffer
+        when connected and it has room: True, else False (try again later).
+        Nothing is kept for a reconnect: the caller re-sends."""
+        if self._st != _UP or len(self._pipe.out) >= _OBUF_LOW:
+            return False
+        self._c.publish(_b(topic), _b(payload), retain, 0)
+        self.sent += 1
+        return True
 
     def pending(self):
         """Messages or bytes not yet handed to the network (0 = all flushed)."""
@@ -471,7 +490,10 @@ class Link:
             self._up()
         elif op == 0x90:   # SUBACK
             if buf[body + 2] & 0x80:
-                raise _Dead("subscription refused")
+                if (buf[body] << 8 | buf[body + 1]) != self._sub_pid:
+                    self.extra_refused = True   # not ours to die for
+                else:
+                    raise _Dead("subscription refused")
         elif op == 0x40:   # PUBACK
             pid = buf[body] << 8 | buf[body + 1]
             inf = self._inflight
@@ -501,6 +523,12 @@ class Link:
     def _on_publish(self, topic, msg):
         pre = self.prefix
         if not (topic.startswith(pre) and topic[len(pre):len(pre) + 4] == b"cmd/"):
+            ex = self._extra
+            if ex is not None and topic == ex[0]:
+                try:
+                    ex[1](msg)
+                except Exception as e:
+                    sys.print_exception(e)
             return
         fn = self.on_message
         if fn is None:
@@ -517,6 +545,9 @@ class Link:
         self.last_error = None
         self._sub_pid = self._next_pid()
         self._c.send_subscribe(self.prefix + b"cmd/+", self._sub_pid)
+        self.ups += 1
+        if self._extra is not None:
+            self._c.send_subscribe(self._extra[0], self._next_pid())
         for k in self._retained:
             if k not in self._dirty:
                 self._dirty.append(k)

@@ -167,3 +167,16 @@ def pytest_pycollect_makemodule(module_path, parent):
     if os.path.dirname(str(module_path)) == DEVICE_DIR:
         return DeviceModule.from_parent(parent, path=module_path)
     return None
+
+
+def pytest_report_header(config):
+    # which MQTT broker the MQTT tests run on (tests/prep/broker.py)
+    from tests.prep import broker
+    return broker.describe()
+
+
+def pytest_terminal_summary(terminalreporter):
+    # the same, at the end of the run (-q hides the header), when a broker ran
+    from tests.prep import broker
+    if broker.used():
+        terminalreporter.write_line("%s; brokers started: %s" % (broker.describe(), ", ".join(broker.used())))

@@ -4,34 +4,24 @@ while sessions run -> one board's trial boot fails and rolls back on its own.
 (Error thresholds and resume after killing the controller: tests/test_rollout.py.)"""
 import json
 import os
-import shutil
-import subprocess
 import time
 
 import pytest
 
+from tests.prep import broker as B
 from tools import demo
-from tools.netutil import free_port, wait_port
-
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    """A real mosquitto when installed (else the demo's embedded amqtt)."""
-    if not MOSQUITTO:
-        yield None
-        return
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n%s" % (
-        port, "user root\n" if os.geteuid() == 0 else ""))
-    p = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_port(port), "mosquitto did not start"
-    monkeypatch.setenv("MQTT_URL", "mqtt://127.0.0.1:%d" % port)
-    yield port
-    p.terminate()
-    p.wait(timeout=10)
+    """The test broker (mosquitto where installed, else amqtt: tests/prep/broker.py)."""
+    d = tmp_path / "broker"
+    d.mkdir()
+    br = B.Broker(str(d))
+    br.start()
+    monkeypatch.setenv("MQTT_URL", "mqtt://%s:%s@127.0.0.1:%d" % (B.BACKEND_USER, B.BACKEND_PASSWORD, br.port))
+    yield br.port
+    br.stop()
 
 
 def test_fleet_update_end_to_end(broker, tmp_path):

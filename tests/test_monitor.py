@@ -1,5 +1,5 @@
 """`evsectl monitor` (tools/monitor.py): the table from retained payloads, and
---once against a real mosquitto with stand-in devices (tools/fleet.py)."""
+--once against a real broker (mosquitto, else amqtt) with stand-in devices (tools/fleet.py)."""
 import json
 
 import pytest
@@ -11,8 +11,6 @@ from tools import monitor
 
 @pytest.fixture(scope="module")
 def mq(tmp_path_factory):
-    if B.find_mosquitto() is None:
-        pytest.skip("mosquitto not installed")
     br = B.Broker(str(tmp_path_factory.mktemp("broker")))
     br.start()
     yield {"port": br.port,

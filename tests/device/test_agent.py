@@ -283,3 +283,40 @@ def test_trial_boot_rolled_back_on_background_exception():
     rec = boot.read_record(R)
     mptest.eq((rec.active, rec.pending), ("a", None))
     mptest.true(rec.reason.startswith("uncaught_exception"), rec.reason)
+
+
+class _HaLink:
+    # the part of firmware.mqtt.Link that the agent and hadisco use (the real
+    # Link beside this module's agent and simulator exceeds the heap)
+    connected = False
+    ups = 0
+    on_message = session_log = None
+
+    def subscribe_extra(self, topic, fn):
+        self.extra = topic
+
+    def send_now(self, topic, payload, retain=False):
+        return False
+
+    def poll(self, now):
+        pass
+
+    def publish(self, *a):
+        pass
+
+
+def test_ha_discovery_built_with_the_mqtt_link_unless_disabled():
+    # firmware/hadisco.py: on by default when MQTT is on; config ha_discovery false turns it off
+    link = _HaLink()
+    b = SimBoard()
+    a = Agent(b, _cfg(max_current_a=16), R, {"slot": "b", "version": (1, 3, 0, 0)}, link=link,
+              updater=None, sessions=None, health=None)
+    mptest.true(a.ha is not None)
+    mptest.eq(link.extra, "homeassistant/status")
+    mptest.true('"sw_version":"1.3.0 (slot b)"' in a.ha.payload(0), a.ha.payload(0))
+    mptest.true('"max":16,' in a.ha.payload(11), a.ha.payload(11))
+    a = None
+    gc.collect()
+    mptest.eq(Agent(b, _cfg(ha_discovery=False), R, {}, link=link, updater=None, sessions=None,
+                    health=None).ha, None)
+    mptest.eq(Agent(b, _cfg(), R, {}, link=None, updater=None, sessions=None, health=None).ha, None)

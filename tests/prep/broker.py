@@ -1,20 +1,29 @@
-"""Host side (CPython) of the MQTT link tests: a real mosquitto, a stalled
-broker and a paho-mqtt backend, all reachable from the device tests.
+"""Host side (CPython) of the MQTT tests: a real broker (mosquitto 2 where it
+is installed, else the pinned amqtt), a stalled broker and a paho-mqtt
+backend, all reachable from the device tests.
+
+Which broker: `kind()`. EVSE_TEST_BROKER=mosquitto|amqtt forces one (auto,
+the default, takes mosquitto when installed, else amqtt). Both get the same
+setup (a plain listener with username/password, a TLS listener whose CA and
+server certificate for 127.0.0.1/localhost come from `cryptography`), so the
+same tests run on either; the run header names the broker (`describe()`).
+A test that truly needs mosquitto (ACLs, TLS client certificates, the
+broker's exact retained/will semantics) calls `require_mosquitto(what)`: it
+fails, never skips, with the command that installs it. `make test` installs
+mosquitto itself when it runs as root with apt.
 
 `make(dirpath)` (the `# mptest: prep=tests.prep.broker:make` hook) starts, for
 the whole pytest session (killed at exit with atexit):
 
-- mosquitto 2 on free loopback ports with a temporary config: a plain
-  listener with username/password and a TLS listener whose CA and server
-  certificate (127.0.0.1 / localhost) are generated with `cryptography`;
+- the broker on free loopback ports (plain + TLS);
 - a "stalled broker": a TCP server that accepts connections and never reads;
 - a "down" port: a free port nobody listens on;
 - a control server (one JSON request per line, one JSON reply per line) that
   lets a device test stop/start the broker and drive a paho-mqtt backend
-  that records every message under evse/# and publishes commands.
+  that records every message under evse/# and homeassistant/# and publishes.
 
-and writes everything the device tests need into <dirpath>/broker.json.
-Where mosquitto is not installed, broker.json carries {"skip": reason}.
+and writes everything the device tests need into <dirpath>/broker.json
+(its "broker" field names the broker).
 
 Control requests (device side: tests/device/test_mqtt_link.py):
     {"op": "ping"}                              -> {"ok": true}
@@ -33,6 +42,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 
 from tools.netutil import free_port, wait_port
@@ -42,8 +52,15 @@ PASSWORD = "s3cret-pw"
 BACKEND_USER = "backend"
 BACKEND_PASSWORD = "backend-pw"
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _procs = []
+_AUTO = object()
+_started = []  # kinds of the brokers started in this process (used())
 _live = []  # keeps the servers of every make() call alive for the session
+
+
+KINDS = ("mosquitto", "amqtt")
+INSTALL_HINT = "apt-get install mosquitto (as root; `make test` does it itself when it can)"
 
 
 def find_mosquitto():
@@ -51,6 +68,64 @@ def find_mosquitto():
         if cand and os.path.exists(cand):
             return cand
     return None
+
+
+def find_amqtt():
+    """The amqtt package of this interpreter (run by tests/prep/amqtt_broker.py), or None."""
+    import importlib.util
+    return "amqtt" if importlib.util.find_spec("amqtt") is not None else None
+
+
+def kind(env=None, mosquitto=_AUTO):
+    """The broker the tests use: EVSE_TEST_BROKER (mosquitto|amqtt) when set,
+    else mosquitto when installed, else amqtt. Raises RuntimeError when the
+    forced broker is not installed or the variable has another value."""
+    env = os.environ if env is None else env
+    exe = find_mosquitto() if mosquitto is _AUTO else mosquitto
+    want = (env.get("EVSE_TEST_BROKER") or "auto").strip().lower()
+    if want == "auto":
+        return "mosquitto" if exe else "amqtt"
+    if want not in KINDS:
+        raise RuntimeError("EVSE_TEST_BROKER=%r: use mosquitto, amqtt or auto" % want)
+    if want == "mosquitto" and not exe:
+        raise RuntimeError("EVSE_TEST_BROKER=mosquitto but mosquitto is not installed: " + INSTALL_HINT)
+    return want
+
+
+def describe():
+    """One line for the pytest header: which broker the MQTT tests run on."""
+    try:
+        k = kind()
+    except RuntimeError as e:
+        return "mqtt broker: %s" % e
+    if k == "mosquitto":
+        return "mqtt broker: mosquitto (%s)" % find_mosquitto()
+    why = "forced by EVSE_TEST_BROKER" if os.environ.get("EVSE_TEST_BROKER") else "mosquitto not installed"
+    return "mqtt broker: amqtt %s (%s; tests that need mosquitto fail: %s)" % (
+        _amqtt_version(), why, INSTALL_HINT)
+
+
+def _amqtt_version():
+    try:
+        from importlib.metadata import version
+        return version("amqtt")
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def used():
+    """The kinds of broker started by this process so far (for the run's summary)."""
+    return list(_started)
+
+
+def require_mosquitto(what):
+    """For a test of `what` that only mosquitto does (ACLs, TLS client
+    certificates, its exact retained/will semantics): the path of mosquitto,
+    or an AssertionError naming the install command. Never a skip."""
+    exe = find_mosquitto()
+    if exe is None:
+        raise AssertionError("%s needs mosquitto, which is not installed: %s" % (what, INSTALL_HINT))
+    return exe
 
 
 def _pw_line(user, password):
@@ -117,21 +192,42 @@ def make_certs(d):
 
 
 class Broker:
-    """mosquitto on fixed ports (chosen once), restartable."""
+    """The test broker on fixed ports (chosen once), restartable: mosquitto
+    or amqtt (`kind`, default `kind()`), the same users, listeners and
+    certificates on both."""
 
-    def __init__(self, d, exe=None):
+    def __init__(self, d, exe=None, kind=None):
         self.dir = d
-        self.exe = exe or find_mosquitto()
+        self.kind = kind or ("mosquitto" if exe else globals()["kind"]())
+        if self.kind not in KINDS:
+            raise ValueError("unknown broker kind %r" % (self.kind,))
+        if self.kind == "mosquitto":
+            self.exe = exe or find_mosquitto()
+            if self.exe is None:
+                raise RuntimeError("mosquitto is not installed: " + INSTALL_HINT)
+        else:
+            self.exe = exe or find_amqtt()
+            if self.exe is None:
+                raise RuntimeError("amqtt is not installed in this environment (make venv)")
         self.port = free_port()
         self.tls_port = free_port()
         self.certs = make_certs(d)
         self.pwfile = os.path.join(d, "passwd")
+        self.log = os.path.join(d, "%s.log" % self.kind)
+        if self.kind == "mosquitto":
+            self.conf = self._mosquitto_conf()
+        else:
+            self.conf = self._amqtt_conf()
+        self.proc = None
+
+    def _mosquitto_conf(self):
+        d = self.dir
         with open(self.pwfile, "w") as f:
             f.write(_pw_line(USER, PASSWORD))
             f.write(_pw_line(BACKEND_USER, BACKEND_PASSWORD))
         os.chmod(self.pwfile, 0o600)
-        self.conf = os.path.join(d, "mosquitto.conf")
-        with open(self.conf, "w") as f:
+        conf = os.path.join(d, "mosquitto.conf")
+        with open(conf, "w") as f:
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 f.write("user root\n")  # else mosquitto drops to 'mosquitto' and cannot read our files
             f.write("per_listener_settings false\nallow_anonymous false\n"
@@ -139,18 +235,49 @@ class Broker:
                     "log_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\n"
                     "listener %d 127.0.0.1\n"
                     "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
-                    % (self.pwfile, os.path.join(d, "mosquitto.log"), self.port, self.tls_port,
+                    % (self.pwfile, self.log, self.port, self.tls_port,
                        self.certs["ca.pem"], self.certs["server.pem"], self.certs["server.key"]))
-        self.proc = None
+        return conf
+
+    def _amqtt_conf(self):
+        # amqtt's FileAuthPlugin reads argon2 hashes (pwdlib); anonymous off
+        from pwdlib import PasswordHash
+        from pwdlib.hashers.argon2 import Argon2Hasher
+        ph = PasswordHash((Argon2Hasher(),))
+        with open(self.pwfile, "w") as f:
+            f.write("%s:%s\n" % (USER, ph.hash(PASSWORD)))
+            f.write("%s:%s\n" % (BACKEND_USER, ph.hash(BACKEND_PASSWORD)))
+        os.chmod(self.pwfile, 0o600)
+        conf = os.path.join(self.dir, "amqtt.yaml")
+        with open(conf, "w") as f:
+            f.write("listeners:\n"
+                    "  default:\n    type: tcp\n    bind: 127.0.0.1:%d\n"
+                    "  tls:\n    type: tcp\n    bind: 127.0.0.1:%d\n    ssl: true\n"
+                    "    certfile: %s\n    keyfile: %s\n"
+                    "plugins:\n"
+                    "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: false\n"
+                    "  amqtt.plugins.authentication.FileAuthPlugin:\n    password_file: %s\n"
+                    % (self.port, self.tls_port, self.certs["server.pem"], self.certs["server.key"],
+                       self.pwfile))
+        return conf
 
     def start(self):
         if self.proc and self.proc.poll() is None:
             return
-        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        if self.kind == "mosquitto":
+            argv, out = [self.exe, "-c", self.conf], subprocess.DEVNULL   # it logs to self.log itself
+        else:
+            argv, out = [sys.executable, "-m", "tests.prep.amqtt_broker", self.conf], open(self.log, "a")
+        try:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=_ROOT)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
         _procs.append(self.proc)
+        if self.kind not in _started:
+            _started.append(self.kind)
         if not (wait_port(self.port) and wait_port(self.tls_port)):
-            raise RuntimeError("mosquitto did not start (see %s)" % os.path.join(self.dir, "mosquitto.log"))
+            raise RuntimeError("%s did not start (see %s)" % (self.kind, self.log))
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -195,7 +322,7 @@ class Stalled:
 
 
 class Backend:
-    """paho-mqtt client recording everything under evse/# (QoS 1)."""
+    """paho-mqtt client recording everything under evse/# and homeassistant/# (QoS 1)."""
 
     def __init__(self, port):
         import paho.mqtt.client as mqtt
@@ -215,7 +342,7 @@ class Backend:
         self.subscribed.wait(10)
 
     def _on_connect(self, client, userdata, flags, rc, props=None):
-        client.subscribe("evse/#", qos=1)
+        client.subscribe([("evse/#", 1), ("homeassistant/#", 1)])
 
     def _on_message(self, client, userdata, msg):
         with self.lock:
@@ -292,28 +419,25 @@ atexit.register(_cleanup)
 def make(dirpath):
     """Start everything and write <dirpath>/broker.json (see module doc)."""
     out = os.path.join(dirpath, "broker.json")
-    exe = find_mosquitto()
-    info = {"skip": None, "error": None}
-    if exe is None:
-        info["skip"] = "mosquitto not installed (apt-get install mosquitto; .ci/run does it)"
-    else:
-        try:
-            broker = Broker(dirpath, exe)
-            broker.start()
-            backend = Backend(broker.port)
-            stalled = Stalled()
-            control = Control(broker, backend)
-            info.update({
-                "host": "127.0.0.1", "port": broker.port, "tls_port": broker.tls_port,
-                "user": USER, "password": PASSWORD,
-                "ca": broker.certs["ca.pem"], "ca_der": broker.certs["ca.der"],
-                "other_ca": broker.certs["other_ca.pem"],
-                "stalled_port": stalled.port, "down_port": free_port(),
-                "control_port": control.port,
-            })
-            _live.append((broker, backend, stalled, control))
-        except Exception as e:  # noqa: BLE001 - reported to the device tests as a skip reason
-            info["error"] = "broker prep failed: %s: %s" % (type(e).__name__, e)
+    info = {"error": None}
+    try:
+        broker = Broker(dirpath)
+        broker.start()
+        backend = Backend(broker.port)
+        stalled = Stalled()
+        control = Control(broker, backend)
+        info.update({
+            "broker": broker.kind,
+            "host": "127.0.0.1", "port": broker.port, "tls_port": broker.tls_port,
+            "user": USER, "password": PASSWORD,
+            "ca": broker.certs["ca.pem"], "ca_der": broker.certs["ca.der"],
+            "other_ca": broker.certs["other_ca.pem"],
+            "stalled_port": stalled.port, "down_port": free_port(),
+            "control_port": control.port,
+        })
+        _live.append((broker, backend, stalled, control))
+    except Exception as e:  # noqa: BLE001 - reported to the device tests, which fail with it
+        info["error"] = "broker prep failed: %s: %s" % (type(e).__name__, e)
     with open(out, "w") as f:
         json.dump(info, f)
     return info
