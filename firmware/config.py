@@ -135,6 +135,8 @@ _MQTT = {
     "password": lambda v: _str(v, 1, 128, none=True),
     "tls": _bool,
     "ca": lambda v: _str(v, 1, 128, none=True),
+    "cert": lambda v: _str(v, 1, 128, none=True),   # client certificate (PEM or DER), optional
+    "key": lambda v: _str(v, 1, 128, none=True),    # its private key (DER or PEM)
     "keepalive": lambda v: _int(v, 10, 3600),
     "client_id": lambda v: _str(v, 1, 64, none=True, safe=True),
 }
@@ -177,6 +179,10 @@ def _cross(cfg):
         return "mqtt.tls needs mqtt.ca"
     if m["password"] is not None and m["user"] is None:
         return "mqtt.password needs mqtt.user"
+    if (m.get("cert") is None) != (m.get("key") is None):
+        return "mqtt.cert and mqtt.key go together"
+    if m.get("cert") and not m["tls"]:
+        return "mqtt.cert needs mqtt.tls"
     return None
 
 

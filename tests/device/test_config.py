@@ -269,6 +269,7 @@ def test_validate_accepts_good_changes():
                {"install_window": [120, 300]}, {"install_window": None},
                {"mqtt": {"host": "broker.example", "port": 8883, "tls": True, "ca": "/ca.pem"}},
                {"mqtt": {"user": "u", "password": "p"}}, {"health": {"trial_s": 60}},
+               {"mqtt": {"tls": True, "ca": "/ca.der", "cert": "/c.der", "key": "/k.der"}},
                {"telemetry_ms": 1000}, {"board": "rp2"}, {"device_id": "evse-12_a"}):
         mptest.eq(config.validate(ch), None, ch)
 
@@ -295,6 +296,8 @@ def test_validate_refuses_bad_changes_with_clear_text():
         ({"mqtt": {"tls": True}}, "mqtt.tls needs mqtt.ca"),
         ({"mqtt": {"password": "p"}}, "mqtt.password needs mqtt.user"),
         ({"mqtt": {"nope": 1}}, "unknown key: mqtt.nope"),
+        ({"mqtt": {"cert": "/c.der"}}, "mqtt.cert and mqtt.key go together"),
+        ({"mqtt": {"cert": "/c.der", "key": "/k.der"}}, "mqtt.cert needs mqtt.tls"),
         ({"mqtt": "host"}, "mqtt must be an object"),
         ({"health": {"trial_s": -1}}, "health.trial_s"),
         ({"colour": "red"}, "unknown key: colour"),
