@@ -145,6 +145,8 @@ class Agent:
         link = self.link
         if link is not None and hc.get("need_mqtt", True):
             checks["backend"] = (lambda: link.connected, trial_ms)
+        if self.cfg.get("fault"):   # no valid configuration: nothing proves the new slot works
+            checks["backend"] = (lambda: False, trial_ms)
         h = m.Health(checks, trial_ms + 30000, now)
         h.agent_started()
         return h

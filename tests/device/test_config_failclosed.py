@@ -1,5 +1,6 @@
-# mptest: heapsize=128K
-# Heap: the whole agent (charging core, commands, config, sim HAL) like test_agent.py.
+# mptest: heapsize=160K
+# Heap: the whole agent (charging core, commands, config, sim HAL) plus the trial-boot
+# health chain (boot.py, ota/health.py, ota/job.py) compiled from source.
 # A board whose configuration is corrupt on its LittleFS offers no current: an EV
 # plugged in and asking to charge never gets PWM or the contactor, the status
 # says why, and a remote set_config cannot repair it (only the installer can).
@@ -66,3 +67,14 @@ def test_corrupt_config_offers_no_current_and_says_why():
     mptest.true("no valid configuration" in r["error"], r)
     with open(_MNT + "/config.json", "rb") as f:
         mptest.eq(f.read(), bad, "flash unchanged")
+
+
+def test_a_trial_boot_without_valid_configuration_is_not_confirmed():
+    cfg = config.load(_MNT)          # empty flash: fail-safe configuration
+    mptest.true(cfg.get("fault"))
+    b = SimBoard()
+    a = Agent(b, cfg, _MNT, {"slot": "b", "version": "1.1.0", "trial": True}, link=None, updater=None,
+              sessions=None, commands=None)
+    mptest.true(a.health is not None)
+    ok, within = a.health.checks["backend"]
+    mptest.eq(ok(), False)           # the trial can only end in a rollback, never a confirmation
