@@ -72,7 +72,7 @@ class Agent:
         self._hung = False
         self.ticks = 0
         self.errors = 0
-        self.last_error = None
+        self.last_error = cfg.get("fault")   # no valid configuration: why no current is offered
         self.loop_max_ms = 0      # longest gap between two control steps (loop())
         self.loop_last_ms = 0
         self.work_max_ms = 0      # longest tick (control + background)
@@ -162,6 +162,8 @@ class Agent:
         link = self.link
         if link is not None and hc.get("need_mqtt", True):
             checks["backend"] = (lambda: link.connected, trial_ms)
+        if self.cfg.get("fault"):   # no valid configuration: nothing proves the new slot works
+            checks["backend"] = (lambda: False, trial_ms)
         h = m.Health(checks, trial_ms + 30000, now)
         h.agent_started()
         return h
@@ -502,7 +504,10 @@ def run(bootinfo, root="/", board=None):
     cfg = load_config(root)
     if board is None:
         from firmware import hal
-        board = hal.create(cfg.get("board", "sim"))
+        # without a valid configuration (cfg["board"] None) the port's own board
+        # still drives its outputs to the safe state
+        board = hal.create(cfg.get("board") or (sys.platform if sys.platform in ("esp32", "rp2")
+                                                else "sim"))
     agent = Agent(board, cfg, root, bootinfo)
     current = agent
     if hasattr(board, "advance"):

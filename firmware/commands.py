@@ -13,7 +13,6 @@ MAX_PAYLOAD = const(2048)
 _MAX_ID_LEN = const(64)
 _ID_LIMIT = 1 << 53
 LIMIT_SOURCE = "remote"
-READ_ONLY = ("board", "device_id")   # not changeable over MQTT
 RESET_TYPES = ("soft", "hard")
 
 
@@ -263,13 +262,12 @@ class Commands:
         return {"config": config.public(config.load(self.root))}
 
     def _set_config(self, msg):
+        # operator settings only: config.update() refuses installer settings
+        # (config.INSTALLER) and turning require_auth off
         _only(msg, ("changes",))
         ch = msg.get("changes")
         if type(ch) is not dict:
             raise Refused("changes must be an object")
-        for k in ch:
-            if k in READ_ONLY:
-                raise Refused("read-only: %s" % k)
         err = config.update(self.root, ch)
         if err:
             raise Refused(err)

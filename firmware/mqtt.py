@@ -322,6 +322,14 @@ class Link:
                 raise _Dead("tls needs a CA certificate (mqtt.ca)")
             with open(ca, "rb") as f:
                 ctx.load_verify_locations(cadata=pem_to_der(f.read()))
+            cert = cfg.get("cert")
+            if cert:   # client certificate (broker with require_certificate): DER or PEM
+                with open(cert, "rb") as f:
+                    cert = pem_to_der(f.read())
+                with open(cfg.get("key") or "", "rb") as f:
+                    key = f.read()
+                ctx.load_cert_chain(cert, key)
+                cert = key = None
             self._ctx = ctx
         s = socket.socket()
         self._sock = s

@@ -4,20 +4,27 @@
 # Layout under <root>/sessions/:
 #   sNNNNNNNN.log  append-only segments, NNNNNNNN = seq of their first record;
 #                  one record per line: b"<seq> <json>\n" (the JSON carries "seq")
-#   ack            the highest seq delivered (PUBACK seen), replaced atomically
-#                  (write ack.tmp, then os.rename)
+#   ack, ack1      the highest seq delivered (PUBACK seen), two self-checking
+#                  copies b"<seq> <crc32 of the digits, 8 hex>\n", each replaced
+#                  atomically (write <name>.tmp, then os.rename)
 # A record leaves the log only through ack() (after its PUBACK) or by the
 # drop-oldest policy: appending to a full log (max_records) drops the oldest
 # record and counts it in `dropped`. Power cuts: an append interrupted mid-line
 # leaves a line without "\n"; it is ignored and appends continue in a new
 # segment. Delivery is at-least-once: a power cut between PUBACK and the ack
 # write re-sends that record; the backend de-duplicates by (device, seq).
+# Ack doubt re-sends, never drops: of two valid ack copies the LOWER wins; with
+# no valid copy (flipped bit, garbage, a pre-checksum plain number) the ack is
+# taken as "just before the oldest segment on flash", so every record still
+# stored is sent again (`ack_doubt` says so).
 import os
 import json
+from binascii import crc32
 from micropython import const
 
 _PER_SEGMENT = const(8)
 _LINE_MAX = const(1024)
+_ACKS = ("ack", "ack1")
 
 
 def _join(root, name):
@@ -49,6 +56,25 @@ def _parse(line):
     return seq, body
 
 
+def _ack_line(seq):
+    d = str(seq).encode()
+    return d + (" %08x\n" % (crc32(d) & 0xFFFFFFFF)).encode()
+
+
+def _check_ack(t):
+    # b"<seq> <crc>\n" -> seq, or None when it does not check out
+    sp = t.find(b" ")
+    if sp <= 0 or len(t) != sp + 10 or t[-1:] != b"\n":
+        return None
+    d = t[:sp]
+    for c in d:
+        if not 48 <= c <= 57:
+            return None
+    if ("%08x" % (crc32(d) & 0xFFFFFFFF)).encode() != t[sp + 1:sp + 9]:
+        return None
+    return int(d)
+
+
 class SessionLog:
     def __init__(self, root="/", max_records=50):
         if type(max_records) is not int or max_records < 1:
@@ -59,7 +85,7 @@ class SessionLog:
         self._head = None
         if not _exists(self.dir):
             os.mkdir(self.dir)
-        self._acked = self._read_ack()
+        acked = self._read_ack()
         segs = []
         for name in os.listdir(self.dir):
             if name.startswith("s") and name.endswith(".log"):
@@ -68,6 +94,10 @@ class SessionLog:
                 except ValueError:
                     pass
         segs.sort()
+        self.ack_doubt = acked is None
+        if acked is None:      # no trustworthy ack: everything on flash goes out again
+            acked = segs[0] - 1 if segs else 0
+        self._acked = acked
         self._segs = segs
         self._last = self._acked
         self._fresh = True        # next append opens a new segment
@@ -145,21 +175,38 @@ class SessionLog:
         return "%s/s%08d.log" % (self.dir, first)
 
     def _read_ack(self):
-        try:
-            with open(self.dir + "/ack") as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return 0
+        # the delivered seq; 0 without any ack file; None on doubt
+        vals = []
+        missing = 0
+        for name in _ACKS:
+            try:
+                with open(self.dir + "/" + name, "rb") as f:
+                    t = f.read(40)
+            except OSError:
+                missing += 1
+                continue
+            v = _check_ack(t)
+            if v is not None:
+                vals.append(v)
+        if vals:
+            return min(vals)
+        return 0 if missing == len(_ACKS) else None
 
     def _set_ack(self, seq):
-        tmp = self.dir + "/ack.tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % seq)
-        try:
-            os.rename(tmp, self.dir + "/ack")
-        except OSError:   # FAT cannot rename over a file (not atomic there)
-            os.remove(self.dir + "/ack")
-            os.rename(tmp, self.dir + "/ack")
+        data = _ack_line(seq)
+        for name in _ACKS:
+            path = self.dir + "/" + name
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.rename(tmp, path)
+            except OSError:   # FAT cannot rename over a file (not atomic there)
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+                os.rename(tmp, path)
         self._acked = seq
         self._head = None
         self._gc()

@@ -240,3 +240,123 @@ def test_fault_redirect_and_stall_head(srv):
     t0 = time.monotonic()
     head, body = _raw(port, "/sub/x.bin?stall_head=0.2")
     assert body == b"hello" and time.monotonic() - t0 >= 0.2
+
+
+# ---- what is served, resource limits, fault injection only on loopback (issue 10/14) -------
+
+def _status(port, path):
+    return _raw(port, path)[0].split("\r\n")[0]
+
+
+def test_serves_only_images_and_their_descriptors(tmp_path):
+    # what `evsectl serve build` used to hand out: the signing key, the rollout DB, credentials
+    files = {"evse-sim-1.1.0.img": DATA[:100], "evse-sim-1.1.0.json": b'{"image": "x"}', "blob.bin": b"b",
+             "release.pem": b"KEY", "keys/release.pem": b"KEY", "keys/release.pub": b"P", "rollouts.db": b"DB",
+             "credentials.json": b"{}", "devices/cp-1.json": b"{}", "ca.key": b"K", "server.pem": b"C",
+             ".hidden.img": b"h", "notes.txt": b"t", "link.img": None}
+    for name, data in files.items():
+        p = tmp_path / name
+        p.parent.mkdir(exist_ok=True)
+        if data is not None:
+            p.write_bytes(data)
+    os.symlink(str(tmp_path / "release.pem"), str(tmp_path / "link.img"))   # an image name on a key
+    s, port = serve.serve(str(tmp_path))
+    try:
+        ok = {"/evse-sim-1.1.0.img", "/evse-sim-1.1.0.json", "/blob.bin"}
+        for name in files:
+            st = _status(port, "/" + name)
+            assert (" 200 " in st) == ("/" + name in ok), (name, st)
+        assert _raw(port, "/evse-sim-1.1.0.json")[1] == b'{"image": "x"}'
+    finally:
+        s.shutdown()
+        s.server_close()
+
+
+def test_a_client_that_never_finishes_its_request_is_dropped(tmp_path):
+    (tmp_path / "fw.img").write_bytes(DATA)
+    s, port = serve.serve(str(tmp_path), timeout=5, header_timeout=0.5)
+    try:
+        for partial in (b"", b"GET /fw.img HTTP/1.1\r\nHost: x\r\n"):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c.sendall(partial)
+            assert c.recv(100) == b""          # closed by the server (else: socket.timeout here)
+            c.close()
+        # drip-feeding header bytes does not extend the deadline
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        closed = False
+        for _ in range(40):
+            try:
+                c.sendall(b"X-a: b\r\n")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+        if not closed:
+            c.settimeout(10)
+            try:
+                closed = c.recv(100) == b""    # the server closed it (no answer to a half request)
+            except ConnectionResetError:
+                closed = True
+        c.close()
+        assert closed, "a drip-fed request kept its connection past the header deadline"
+        r, body = _get(port, "/fw.img")                # the server still serves
+        assert (r.status, body) == (200, DATA)
+    finally:
+        s.shutdown()
+        s.server_close()
+
+
+def test_connection_cap_answers_503_and_frees_slots(tmp_path):
+    (tmp_path / "fw.img").write_bytes(DATA)
+    s, port = serve.serve(str(tmp_path), timeout=10, header_timeout=10, max_connections=2)
+    held = []
+    try:
+        for _ in range(2):                              # two idle connections take both slots
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for _ in range(50):                             # until the server has accepted both
+            if s.slots._value == 0:
+                break
+            time.sleep(0.02)
+        head, _ = _raw(port, "/fw.img")
+        assert head.startswith("HTTP/1.1 503"), head
+        assert s.refused >= 1
+        held.pop().close()
+        for _ in range(100):
+            head, body = _raw(port, "/fw.img")
+            if head.startswith("HTTP/1.1 200"):
+                break
+            time.sleep(0.02)
+        assert head.startswith("HTTP/1.1 200") and body == DATA
+    finally:
+        for c in held:
+            c.close()
+        s.shutdown()
+        s.server_close()
+
+
+def test_faults_refuse_non_loopback_bind(tmp_path, capsys):
+    for host in ("0.0.0.0", "", "::", "10.0.0.5"):
+        with pytest.raises(ValueError, match="loopback"):
+            serve.serve(str(tmp_path), host=host, faults=True)
+    assert serve.main([str(tmp_path), "--host", "0.0.0.0", "--port", "0", "--faults"]) == 2
+    assert "loopback" in capsys.readouterr().err
+    for host in ("127.0.0.1", "localhost"):
+        s, _ = serve.serve(str(tmp_path), host=host, faults=True)
+        s.shutdown()
+        s.server_close()
+    assert serve.is_loopback("::1") and not serve.is_loopback("0.0.0.0")
+
+
+def test_rollout_doc_example_serves_where_devices_fetch():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "rollout.md")) as f:
+        text = f.read()
+    import re
+    serve_line = re.search(r"evsectl serve (\S+)(.*)", text)
+    base = re.search(r"--base-url http://([^:/]+):(\d+)/", text)
+    assert serve_line and base
+    args = serve_line.group(2)
+    host = re.search(r"--host (\S+)", args)
+    port = re.search(r"--port (\d+)", args)
+    assert host and host.group(1) == base.group(1), (serve_line.group(0), base.group(0))
+    assert port and port.group(1) == base.group(2)

@@ -252,14 +252,33 @@ try:
     r['free'] = st[0] * st[4]
 except Exception:
     r['free'] = None
-try:
-    with open('/config.json') as f:
-        r['config'] = json.load(f)
-except OSError:
-    r['config'] = None
-except Exception as e:
-    r['config_error'] = repr(e)
-    r['config'] = None
+r['config_seq'] = 0
+r['config'] = None
+import binascii
+for _n in ('/config.bak', '/config.json'):
+    # checksummed copies (firmware/config.py): a copy that fails its CRC is not used
+    try:
+        with open(_n, 'rb') as f:
+            _b = f.read()
+        if b'"_crc"' in _b:
+            _h = _b[:-19]
+            if _b[-19:-10] != b',"_crc":"' or _b[-2:] != b'"}' or \
+                    ('%08x' % (binascii.crc32(_h) & 0xFFFFFFFF)).encode() != _b[-10:-2]:
+                raise ValueError(_n + ': checksum mismatch')
+        _c = json.loads(_b)
+        if type(_c) is not dict:
+            raise ValueError(_n + ': not an object')
+        _s = _c.pop('_seq', 0)
+        _c.pop('_crc', None)
+        if type(_s) is int and _s >= r['config_seq']:
+            r['config_seq'] = _s
+            r['config'] = _c
+            r.pop('config_error', None)
+    except OSError:
+        pass
+    except Exception as e:
+        if r['config'] is None:
+            r['config_error'] = repr(e)
 try:
     os.stat('/boot.py')
     import boot
@@ -546,6 +565,13 @@ def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, passwo
     if tls_ca:
         ca_board = "/trust/ca" + (".der" if tls_ca.endswith(".der") else ".pem")
     base = {} if reset_config or not isinstance(cur, dict) else cur
+    if not base:
+        # the board keeps no built-in defaults (it fails closed without a valid
+        # configuration): the installer template is written out in full
+        from tools import provision
+        base = provision.default_config(device_id, bid)
+        log("      no valid configuration on the board: installer template (rating %s A; "
+            "change it with --config)" % base["max_current_a"])
     cfg = build_config(base, extra, device_id, bid, broker, user, password, ca_board)
     err = validate_config(cfg)
     if err:
@@ -599,9 +625,10 @@ def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, passwo
             shutil.copyfile(os.path.join(ROOT, name), os.path.join(st, "root", name))
         with open(os.path.join(st, "root", "trust", "keys.bin"), "wb") as f:
             f.write(b"".join(raw_keys))
-        with open(os.path.join(st, "root", "config.json"), "w") as f:
-            json.dump(cfg, f)
-        root_files = ["boot.py", "main.py", "config.json", "trust/keys.bin"]
+        from tools import provision
+        # both checksummed copies, newer than anything on the board (firmware/config.py)
+        provision.write_config(os.path.join(st, "root"), cfg, (pr.get("config_seq") or 0) + 1)
+        root_files = ["boot.py", "main.py", "config.bak", "config.json", "trust/keys.bin"]
         if tls_ca:
             shutil.copyfile(tls_ca, os.path.join(st, "root", ca_board[1:]))
             root_files.append(ca_board[1:])

@@ -81,7 +81,8 @@ def build_parser():
                        ("vboard", "run a virtual charger board on the MicroPython unix port"),
                        ("deploy", "put the bootstrap, a signed release, keys and config on a board (mpremote)"),
                        ("rollout", "roll a release out to a fleet in stages over MQTT (start/status/pause/resume/abort/report)"),
-                       ("monitor", "live table of the fleet over MQTT")):
+                       ("monitor", "live table of the fleet over MQTT"),
+                       ("credentials", "per-device MQTT credentials, mosquitto ACL, CA and TLS certificates")):
         sub.add_parser(name, help=text, add_help=False)
     return p
 
@@ -89,7 +90,8 @@ def build_parser():
 # subcommands whose options are parsed by their own module (argparse would
 # refuse a leading option after REMAINDER)
 _PASSTHROUGH = {"serve": ("tools.serve", "main"), "vboard": ("tools.vboard", "main"), "deploy": ("tools.deploy", "main"),
-                "rollout": ("tools.rollout", "main"), "monitor": ("tools.monitor", "main")}
+                "rollout": ("tools.rollout", "main"), "monitor": ("tools.monitor", "main"),
+                "credentials": ("tools.credentials", "main")}
 
 
 def main(argv=None):

@@ -8,7 +8,8 @@ copies the tree and seals slot a. Layout on the flash:
     /boot.py /main.py      the bootstrap (repo root)
     /lib/                  third-party libraries (repo lib/, e.g. umqtt)
     /trust/keys.bin        trusted raw Ed25519 public keys, concatenated
-    /config.json           device configuration
+    /config.json           device configuration, with its checksummed twin
+    /config.bak            (format: firmware/config.py, docs/security.md)
     /slots/a/firmware/...  the agent package (+ MANIFEST), /bootrec.0|1
 
     python -m tools.provision IMG --id vb1 [--broker HOST:PORT] [--key K.pub] [--no-mpy]
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 
 from tools import mpunix, release
 
@@ -48,6 +50,29 @@ def default_config(device_id, board="sim", broker=None):
         host, port = parse_hostport(broker)
         cfg["mqtt"] = {"host": host, "port": port}
     return cfg
+
+
+CONFIG_FILES = ("config.json", "config.bak")
+_SEQ_MASK = 0x3FFFFFFF
+
+
+def config_file(cfg, seq=1):
+    """The protected configuration file firmware/config.py reads: the JSON
+    object with "_seq" and a CRC-32 of every byte before the "_crc" member.
+    Any JSON spelling works (the checksum covers the bytes as written)."""
+    cfg = {k: v for k, v in cfg.items() if k not in ("_seq", "_crc", "fault")}
+    if not cfg:
+        raise ValueError("config must not be empty")
+    head = json.dumps(cfg)[:-1] + ',"_seq":%d' % (seq & _SEQ_MASK)
+    return (head + ',"_crc":"%08x"}' % (zlib.crc32(head.encode()) & 0xFFFFFFFF)).encode()
+
+
+def write_config(dirpath, cfg, seq=1):
+    """Both copies (config.json, config.bak) of cfg into dirpath."""
+    data = config_file(cfg, seq)
+    for name in CONFIG_FILES:
+        with open(os.path.join(dirpath, name), "wb") as f:
+            f.write(data)
 
 
 def parse_hostport(text, default_port=1883):
@@ -91,8 +116,7 @@ def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mp
     with open(os.path.join(dirpath, "trust", "keys.bin"), "wb") as f:
         f.write(keys if isinstance(keys, (bytes, bytearray)) else read_keys(keys))
     cfg = _merge(default_config(device_id, board, broker), config)
-    with open(os.path.join(dirpath, "config.json"), "w") as f:
-        json.dump(cfg, f)
+    write_config(dirpath, cfg)
     return cfg
 
 
@@ -117,8 +141,9 @@ def provision(image, device_id, board="sim", broker=None, config=None, keys=(),
 
 
 def update_config(image, changes):
-    """Merge `changes` into /config.json of an existing flash image (atomic
-    rename on the LittleFS). Returns the resulting configuration."""
+    """Merge `changes` into the configuration of an existing flash image
+    (firmware/config.py install(): validated, both copies, atomic renames on
+    the LittleFS). Returns the resulting configuration."""
     cmd = mpunix.argv(os.path.join(ROOT, "tools", "mp", "provision_fs.py"), "--config", image,
                       json.dumps(changes), heap="1M")
     p = subprocess.run(cmd, env=mpunix.env(), capture_output=True, text=True, timeout=60)

@@ -3,7 +3,16 @@
 Serves the files of one directory (GET/HEAD) with single-range support
 (`Range: bytes=N-`, `bytes=N-M`, `bytes=-N` -> 206 with Content-Range; a range
 that starts past the end -> 416), a strong ETag and Last-Modified, and
-`If-Range`. It never serves anything outside DIR.
+`If-Range`. It never serves anything outside DIR, and inside DIR only
+firmware images (IMAGE_SUFFIXES: .img, .bin) and their descriptors (X.json
+next to X.img or X.bin): never keys, certificates, databases, credentials or
+hidden files, whatever else lies in the directory (docs/security.md).
+
+Resource limits (slowloris): every socket operation times out after
+`timeout` s, the request line and headers must arrive within
+`header_timeout` s in total, and at most `max_connections` connections are
+served at once (more get 503 and are closed at once). Fault injection is for
+tests only: serve() refuses to bind it to anything but loopback.
 
 Fault injection (for tests of the device-side downloader) is decided per
 request, from two sources that are merged:
@@ -30,6 +39,7 @@ request, from two sources that are merged:
 """
 import argparse
 import email.utils
+import ipaddress
 import os
 import random
 import socket
@@ -41,6 +51,11 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _CHUNK = 16 * 1024
+IMAGE_SUFFIXES = (".img", ".bin")
+DESCRIPTOR_SUFFIX = ".json"
+TIMEOUT_S = 30.0             # any single socket read/write
+HEADER_TIMEOUT_S = 10.0      # request line + headers, in total
+MAX_CONNECTIONS = 32
 _KEYS = ("drop", "droprand", "extra", "stall", "stall_at", "stall_head", "norange", "cl",
          "status", "redirect")
 
@@ -146,9 +161,71 @@ def parse_range(value, size):
     return start, min(end, size - 1)
 
 
+def servable(name):
+    """True for the file names serve() hands out: images and descriptors."""
+    base = os.path.basename(name)
+    if base.startswith(".") or not base:
+        return False
+    return base.endswith(IMAGE_SUFFIXES) or base.endswith(DESCRIPTOR_SUFFIX)
+
+
+def is_loopback(host):
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Deadline:
+    """rfile wrapper: every read gets only what is left of the header deadline."""
+
+    def __init__(self, rfile, sock, seconds, after):
+        self._f, self._sock, self._after = rfile, sock, after
+        self._end = time.monotonic() + seconds
+
+    def _arm(self):
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("request header deadline")
+        self._sock.settimeout(min(left, self._after))
+
+    def readline(self, *a):
+        self._arm()
+        return self._f.readline(*a)
+
+    def read(self, *a):
+        self._arm()
+        return self._f.read(*a)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "evsectl-serve/1"
+
+    def setup(self):
+        self.timeout = self.server.io_timeout
+        if isinstance(self.request, ssl.SSLSocket):
+            # the TLS handshake runs here, under the header deadline, not in
+            # the accept loop (a client that never finishes it holds one slot)
+            self.request.settimeout(min(self.server.io_timeout, self.server.header_timeout))
+            self.request.do_handshake()
+        BaseHTTPRequestHandler.setup(self)
+        self._raw_rfile = self.rfile
+        self.rfile = _Deadline(self.rfile, self.connection, self.server.header_timeout,
+                               self.server.io_timeout)
+
+    def handle_one_request(self):
+        try:
+            BaseHTTPRequestHandler.handle_one_request(self)
+        except (socket.timeout, TimeoutError):
+            self.close_connection = True
+        finally:
+            self.connection.settimeout(self.server.io_timeout)
 
     def log_message(self, fmt, *args):  # quiet unless asked
         if self.server.verbose:
@@ -280,26 +357,85 @@ class _Handler(BaseHTTPRequestHandler):
         full = os.path.realpath(os.path.join(root, *parts))
         if not full.startswith(root + os.sep) or not os.path.isfile(full):
             return None
+        if not servable(parts[-1]) or not servable(full) or any(p.startswith(".") for p in parts):
+            return None
+        if full.endswith(DESCRIPTOR_SUFFIX):   # a descriptor only next to its image
+            stem = full[:-len(DESCRIPTOR_SUFFIX)]
+            if not any(os.path.isfile(stem + x) for x in IMAGE_SUFFIXES):
+                return None
         return full
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Retry-After: 5\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            ThreadingHTTPServer.process_request(self, request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def handle_error(self, request, client_address):
+        e = sys.exc_info()[1]
+        if isinstance(e, (OSError, ssl.SSLError)):   # timeouts, resets, failed handshakes
+            if self.verbose:
+                sys.stderr.write("serve: %s: %s\n" % (client_address[0], e))
+            return
+        ThreadingHTTPServer.handle_error(self, request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            ThreadingHTTPServer.process_request_thread(self, request, client_address)
+        finally:
+            self.slots.release()
 
 
-def serve(directory, host="127.0.0.1", port=0, faults=None, tls=None, verbose=False):
+def serve(directory, host="127.0.0.1", port=0, faults=None, tls=None, verbose=False,
+          timeout=TIMEOUT_S, header_timeout=HEADER_TIMEOUT_S, max_connections=MAX_CONNECTIONS):
     """Start serving `directory` in a background thread; return (server, port).
 
     `faults`: None (no fault injection), True (enable the /_fault endpoint
     with a fresh Faults object, available as server.faults) or a Faults
-    object (also enables the endpoint). `tls`: (certfile, keyfile) for HTTPS.
+    object (also enables the endpoint); only on a loopback `host`. `tls`:
+    (certfile, keyfile) for HTTPS. Limits: see the module doc.
     Stop with server.shutdown(); server.server_close().
     """
     root = os.path.realpath(directory)
     if not os.path.isdir(root):
         raise ValueError("not a directory: %s" % directory)
-    srv = _Server((host, port), _Handler)
+    if faults not in (None, False) and not is_loopback(host):
+        raise ValueError("fault injection is for tests: it binds only to loopback (127.0.0.1, ::1, "
+                         "localhost), not %r" % (host,))
+    if not (timeout > 0 and header_timeout > 0 and int(max_connections) >= 1):
+        raise ValueError("timeouts must be > 0 and max_connections >= 1")
+    srv = _Server((host, port), _Handler, bind_and_activate=False)
+    if ":" in host:
+        srv.socket.close()
+        srv.address_family = socket.AF_INET6
+        srv.socket = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        srv.server_bind()
+        srv.server_activate()
+    except OSError:
+        srv.server_close()
+        raise
+    srv.io_timeout = float(timeout)
+    srv.header_timeout = float(header_timeout)
+    srv.slots = threading.BoundedSemaphore(int(max_connections))
+    srv.refused = 0
     srv.root = root
     srv.verbose = verbose
     srv.fault_endpoint = faults is not None and faults is not False
@@ -307,7 +443,7 @@ def serve(directory, host="127.0.0.1", port=0, faults=None, tls=None, verbose=Fa
     if tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(tls[0], tls[1])
-        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     t = threading.Thread(target=srv.serve_forever, name="serve", daemon=True)
     t.start()
     srv.thread = t
@@ -317,7 +453,8 @@ def serve(directory, host="127.0.0.1", port=0, faults=None, tls=None, verbose=Fa
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="evsectl serve",
-        description="Serve firmware images over HTTP(S) with Range support (resumable downloads).")
+        description="Serve firmware images (.img, .bin) and their .json descriptors over HTTP(S) with "
+                    "Range support (resumable downloads); nothing else in DIR is served.")
     ap.add_argument("dir", help="directory whose files are served")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8000, help="port (0 = any free port; default 8000)")
@@ -325,12 +462,21 @@ def main(argv=None):
     ap.add_argument("--cert", help="PEM certificate: serve HTTPS")
     ap.add_argument("--key", help="PEM private key for --cert")
     ap.add_argument("--faults", action="store_true",
-                    help="enable fault injection (/_fault endpoint and query parameters) for tests")
+                    help="enable fault injection (/_fault endpoint and query parameters) for tests; "
+                         "loopback --host only")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                    help="socket timeout per read/write in s (default %(default)s)")
+    ap.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_S,
+                    help="time a client has to send its request headers in s (default %(default)s)")
+    ap.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                    help="connections served at once; more get 503 (default %(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
     a = ap.parse_args(argv)
     try:
         srv, port = serve(a.dir, a.host, a.port, faults=True if a.faults else None,
-                          tls=(a.cert, a.key or a.cert) if a.cert else None, verbose=a.verbose)
+                          tls=(a.cert, a.key or a.cert) if a.cert else None, verbose=a.verbose,
+                          timeout=a.timeout, header_timeout=a.header_timeout,
+                          max_connections=a.max_connections)
     except (OSError, ValueError) as e:
         sys.stderr.write("evsectl serve: %s\n" % e)
         return 2
@@ -339,7 +485,8 @@ def main(argv=None):
         with open(tmp, "w") as f:
             f.write(str(port))
         os.replace(tmp, a.port_file)
-    sys.stderr.write("serving %s on http%s://%s:%d/\n" % (a.dir, "s" if a.cert else "", a.host, port))
+    sys.stderr.write("serving images (%s) and their .json descriptors from %s on http%s://%s:%d/\n"
+                     % (", ".join(IMAGE_SUFFIXES), a.dir, "s" if a.cert else "", a.host, port))
     try:
         while srv.thread.is_alive():
             srv.thread.join(1.0)

@@ -1,4 +1,6 @@
-# mptest: heapsize=96K
+# mptest: heapsize=112K
+# Heap: evse.py + commands.py + config.py (protected store) compiled from source, plus
+# 5 KB test payloads; the compiled agent on a board loads .mpy (no compile peak).
 # firmware/commands.py: one reply per command with an id; refused commands change nothing.
 from firmware.evse import Evse, Sense   # first: the largest module to compile from source
 import json
@@ -14,7 +16,8 @@ _MUT = ("set_limit", "pause", "resume", "authorize", "stop_session", "clear_faul
 def setup():
     global _dir
     _dir = simflash.tmpdir("evse-cmd")
-    config.update(_dir, {"mqtt": {"user": "u", "password": "hunter2"}})
+    config.install(_dir, {"device_id": "cmd-1", "board": "sim", "max_current_a": 32,
+                          "mqtt": {"user": "u", "password": "hunter2"}})
 
 
 def teardown():
@@ -53,8 +56,11 @@ class Updater:
 
 
 def _cfg_bytes():
-    with open(_dir + "/config.json", "rb") as f:
-        return f.read()
+    out = []
+    for name in (config.FILE, config.COPY):
+        with open(_dir + "/" + name, "rb") as f:
+            out.append(f.read())
+    return out
 
 
 def _make(**kw):
@@ -124,8 +130,13 @@ def test_refused_commands_change_nothing():
         ("stop_session", b'{"id": 1, "reason": 3}', "reason"),
         ("launch", b'{"id": 1}', "unknown command: launch"),
         ("set_config", b'{"id": 1, "changes": {"max_current_a": 200}}', "max_current_a"),
-        ("set_config", b'{"id": 1, "changes": {"board": "esp32"}}', "read-only: board"),
-        ("set_config", b'{"id": 1, "changes": {"device_id": "x"}}', "read-only: device_id"),
+        ("set_config", b'{"id": 1, "changes": {"board": "esp32"}}', "installer setting: board"),
+        ("set_config", b'{"id": 1, "changes": {"device_id": "x"}}', "installer setting: device_id"),
+        ("set_config", b'{"id": 1, "changes": {"max_current_a": 80}}', "installer setting: max_current_a"),
+        ("set_config", b'{"id": 1, "changes": {"ventilation": true}}', "installer setting: ventilation"),
+        ("set_config", b'{"id": 1, "changes": {"mqtt": {"host": "evil.example"}}}', "installer setting: mqtt"),
+        ("set_config", b'{"id": 1, "changes": {"health": {"need_mqtt": false}}}', "installer setting: health"),
+        ("set_config", b'{"id": 1, "changes": {"fallback_current_a": 40}}', "fallback_current_a"),
         ("set_config", b'{"id": 1, "changes": {"nope": 1}}', "unknown key: nope"),
         ("set_config", b'{"id": 1, "changes": []}', "changes must be an object"),
         ("set_config", b'{"id": 1}', "changes must be an object"),
@@ -220,11 +231,11 @@ def test_get_config_hides_password():
 def test_set_config_persists_and_notifies():
     changed = []
     ev, c = _make(config_changed=changed.append)
-    r = c.handle("set_config", b'{"id": "s", "changes": {"telemetry_ms": 5000, "mqtt": {"keepalive": 30}}}')
+    r = c.handle("set_config", b'{"id": "s", "changes": {"telemetry_ms": 5000, "require_auth": true}}')
     mptest.eq(r, {"id": "s", "ok": True})
     cfg = config.load(_dir)
     mptest.eq(cfg["telemetry_ms"], 5000)
-    mptest.eq(cfg["mqtt"]["keepalive"], 30)
+    mptest.eq(cfg["require_auth"], True)
     mptest.eq(cfg["mqtt"]["password"], "hunter2")   # untouched fields kept
     mptest.eq(len(changed), 1)
     mptest.eq(changed[0]["telemetry_ms"], 5000)
@@ -299,3 +310,34 @@ def test_bug_in_a_dependency_is_reported_not_raised():
     mptest.eq(r, {"id": 1, "ok": False, "error": "internal error: RuntimeError"})
     mptest.eq(c.handle(None, b'{"id": 1}')["error"], "unknown command: None")
     mptest.eq(c.handle("pause", None)["ok"] if c.handle("pause", None) else None, None)
+
+
+def test_set_config_cannot_weaken_what_the_installer_set():
+    # the review's reproduction: rating 16 A -> 80 A, charging in D, auth off, relaxed trial checks
+    mptest.eq(config.install(_dir, {"device_id": "cmd-1", "board": "sim", "max_current_a": 16,
+                                    "require_auth": True}), None)
+    before = _cfg_bytes()
+    ev, c = _make()
+    for ch, want in (({"max_current_a": 80}, "installer setting: max_current_a"),
+                     ({"ventilation": True}, "installer setting: ventilation"),
+                     ({"require_auth": False}, "require_auth may only be turned on remotely"),
+                     ({"health": {"trial_s": 10, "need_mqtt": False}}, "installer setting: health"),
+                     ({"mqtt": {"host": "attacker.example", "port": 1883}}, "installer setting: mqtt")):
+        r = c.handle("set_config", json.dumps({"id": "w", "changes": ch}))
+        mptest.eq((r["ok"], r["error"].startswith(want)), (False, True), ch, r)
+        mptest.eq(_cfg_bytes(), before, ch)
+    cfg = config.load(_dir)
+    mptest.eq((cfg["max_current_a"], cfg["ventilation"], cfg["require_auth"]), (16, False, True))
+
+
+def test_config_commands_without_valid_config_fail_closed():
+    for name in (config.FILE, config.COPY):
+        with open(_dir + "/" + name, "wb") as f:
+            f.write(b'{"max_current_a": 36}')
+    ev, c = _make()
+    r = c.handle("get_config", b'{"id": "g"}')
+    mptest.eq(r["config"]["max_current_a"], 0)
+    mptest.true("no valid configuration" in r["config"]["fault"], r)
+    r = c.handle("set_config", b'{"id": "s", "changes": {"telemetry_ms": 5000}}')
+    mptest.eq(r["ok"], False)
+    mptest.true("no valid configuration" in r["error"], r)

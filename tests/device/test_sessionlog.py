@@ -138,7 +138,7 @@ def test_power_cut_during_ack_resends():
     log.append(_rec(0))
     log.append(_rec(1))
     with open(_dir + "/sessions/ack.tmp", "w") as f:   # new ack written, rename never happened
-        f.write("1\n")
+        f.write("1 83dcefb7\n")
     log = SessionLog(_dir)
     mptest.eq(len(log), 2)                 # at-least-once: record 0 is sent again
     mptest.eq(log.peek()["id"], 0)
@@ -172,3 +172,84 @@ def test_corrupt_record_is_skipped_and_counted():
     mptest.eq(log.peek()["id"], 1)
     mptest.eq(log.dropped, 1)
     mptest.eq(len(log), 2)
+
+
+def _acks():
+    out = []
+    for name in ("ack", "ack1"):
+        try:
+            with open(_dir + "/sessions/" + name, "rb") as f:
+                out.append(f.read())
+        except OSError:
+            out.append(None)
+    return out
+
+
+def _put(name, data):
+    with open(_dir + "/sessions/" + name, "wb") as f:
+        f.write(data)
+
+
+def test_corrupt_ack_resends_never_drops():
+    # records 1..6, 1..2 delivered; then the ack copies are damaged
+    log = SessionLog(_dir)
+    for i in range(6):
+        log.append(_rec(i))
+    log.ack(1)
+    log.ack(2)
+    good = _acks()
+    mptest.eq(good[0], good[1])
+    mptest.true(good[0].startswith(b"2 "), good)
+    flip = bytearray(good[0])
+    flip[0] ^= 0x0B                                   # '2' -> '9': a flipped bit in the number
+    cases = (
+        (b"9\n", b"9\n"),                            # plain numbers: no check (pre-checksum format)
+        (bytes(flip), bytes(flip)),
+        (b"", b""),
+        (b"\xff" * 12, None),
+        (good[0][:-3], good[0][:-3]),                  # torn
+        (bytes(flip), None),
+    )
+    for a, b in cases:
+        _put("ack", a)
+        if b is None:
+            os.remove(_dir + "/sessions/ack1")
+        else:
+            _put("ack1", b)
+        log = SessionLog(_dir)
+        mptest.true(log.ack_doubt, a, b)
+        mptest.true(log.peek()["seq"] <= 3, "a record would be dropped", a, b, log.peek())
+        mptest.eq(log.dropped, 0)
+        mptest.eq(log.peek()["seq"], 1)             # everything on flash goes out again
+        mptest.eq(len(log), 6)
+    # one copy damaged: the other one is used, nothing re-sent or lost
+    _put("ack", good[0])
+    _put("ack1", bytes(flip))
+    log = SessionLog(_dir)
+    mptest.eq((log.ack_doubt, log.peek()["seq"], len(log)), (False, 3, 4))
+    # both valid but different (power cut between the two writes): the lower wins
+    log.ack(3)
+    _put("ack1", good[0])
+    log = SessionLog(_dir)
+    mptest.eq((log.ack_doubt, log.peek()["seq"]), (False, 3))
+    # delivery continues and the copies agree again
+    for seq in (3, 4, 5, 6):
+        mptest.true(log.ack(seq), seq)
+    a = _acks()
+    mptest.eq(a[0], a[1])
+    log = SessionLog(_dir)
+    mptest.eq(len(log), 0)
+    mptest.eq(log.append(_rec(9)), 7)                # sequence numbers keep counting up
+
+
+def test_ack_writes_both_checked_copies():
+    log = SessionLog(_dir)
+    mptest.eq(_acks(), [None, None])
+    log.append(_rec(0))
+    log.append(_rec(1))
+    log.ack(1)
+    a = _acks()
+    mptest.eq(a[0], a[1])
+    mptest.eq(a[0][:2], b"1 ")
+    log = SessionLog(_dir)
+    mptest.eq((log.ack_doubt, log.peek()["seq"]), (False, 2))

@@ -2,7 +2,7 @@
 # tools/provision.py:
 #
 #   micropython provision_fs.py IMG STAGE BLOCK_SIZE BLOCK_COUNT VERSION BOARD
-#   micropython provision_fs.py --config IMG JSON     (merge JSON into /config.json)
+#   micropython provision_fs.py --config IMG JSON     (merge JSON into the configuration)
 #
 # Creates IMG as erased flash, formats it with MicroPython's own LittleFS
 # (VfsLfs2, the driver the board mounts it with), copies the staged tree
@@ -50,22 +50,22 @@ def _merge(base, over):
 
 
 def config(img, text):
+    # the installer's write: firmware/config.py validates and stores both copies
     import json
+    from firmware import config as cfgmod
     from firmware.hal.simflash import FileBlockDevice
     over = json.loads(text)
     dev = FileBlockDevice(img, 4096)
     vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), _MNT)
     try:
-        try:
-            with open(_MNT + "/config.json") as f:
-                cfg = json.load(f)
-        except OSError:
-            cfg = {}
+        cfg = cfgmod.load(_MNT)
+        if cfg.get("fault"):
+            raise SystemExit("provision: the image has no valid configuration: " + cfg["fault"])
         _merge(cfg, over)
-        with open(_MNT + "/config.json.tmp", "w") as f:
-            json.dump(cfg, f)
-        os.rename(_MNT + "/config.json.tmp", _MNT + "/config.json")
-        print(json.dumps(cfg))
+        err = cfgmod.install(_MNT, cfg)
+        if err:
+            raise SystemExit("provision: config refused: " + err)
+        print(json.dumps(cfgmod.load(_MNT)))
     finally:
         vfs.umount(_MNT)
         dev.close()
