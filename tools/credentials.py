@@ -12,7 +12,9 @@ device keeps everyone else's password and the CA):
     acl                 mosquitto ACL: a device writes only evse/<id>/<topic>
                         (one level: status, state, telemetry, session, firmware,
                         reply) and reads only evse/<id>/cmd/#; only the backend
-                        identity writes cmd/ (and reads everything under evse/)
+                        identity writes cmd/ (and reads everything under evse/);
+                        a device may also write its own Home Assistant discovery
+                        configs and read homeassistant/status
     mosquitto.conf      a TLS listener using all of the above
     ca.pem ca.der       the CA certificate (goes onto every board: mqtt.ca)
     ca.key              the CA private key (keep it offline)
@@ -66,7 +68,10 @@ def acl_text(devices, backend=BACKEND):
     for d in devices:
         out += ["user %s" % d,
                 "topic write " + DEVICE_TOPICS % d,      # one level: never cmd/<name>
-                "topic read evse/%s/cmd/#" % d, ""]
+                "topic read evse/%s/cmd/#" % d,
+                # Home Assistant discovery (firmware/hadisco.py): its own configs, HA's birth message
+                "topic write homeassistant/+/%s/+/config" % d.replace(".", "_"),
+                "topic read homeassistant/status", ""]
     return "\n".join(out)
 
 
