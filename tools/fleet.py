@@ -307,6 +307,8 @@ class Device:
             if err:
                 return self._reply(rid, err)
             if self.busy:
+                if msg.get("requestId") in self.request_ids:
+                    return self._reply(rid)   # a re-send of the job it runs: idempotent, as the agent
                 return self._reply(rid, "busy: update waiting for its reboot")
             self._reply(rid)
             self.request_ids.add(msg["requestId"])
