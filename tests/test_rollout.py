@@ -317,7 +317,11 @@ def test_crash_recovery_kill9_then_resume(tmp_path, mq, fleets, rel):
     devs = db.devices(1)
     assert all(d["state"] == "installed" for d in devs), db.counts(1)
     st = f.stats()
-    assert all(st["update_cmds"][i] == 1 for i in ids), st["update_cmds"]
+    # every command a device got was recorded first (commit, then publish); a device whose
+    # reply had not reached the killed controller may get its command again (same
+    # requestId, accepted as the job it runs), but nothing installs twice
+    sent = {d["device"]: d["cmds_sent"] for d in devs}
+    assert all(1 <= st["update_cmds"][i] <= sent[i] for i in ids), (st["update_cmds"], sent)
     assert all(st["installs"][i] == 1 for i in ids)
     assert all(d["cmds_sent"] == 2 for d in devs if d["device"] in gap)
     ev = db.events(1)
