@@ -52,7 +52,7 @@ class Agent:
     passed in (None = without). `boot` is the bootstrap module (import boot)."""
 
     def __init__(self, board, cfg, root="/", bootinfo=None, *, link=_AUTO, updater=_AUTO,
-                 sessions=_AUTO, commands=_AUTO, health=_AUTO, ctl=None, boot=None,
+                 sessions=_AUTO, commands=_AUTO, health=_AUTO, ctl=None, boot=None, ocpp=_AUTO,
                  period_ms=PERIOD_MS, wdt_ms=_WDT_MS, clock=None):
         self.board = board
         self.cfg = cfg
@@ -93,13 +93,14 @@ class Agent:
         self.link = self._build_link(self._now) if link is _AUTO else link
         self.updater = self._build_updater() if updater is _AUTO else updater
         self.commands = self._build_commands() if commands is _AUTO else commands
+        self.ocpp = self._build_ocpp(self._now) if ocpp is _AUTO else ocpp
         self.health = self._build_health(self._now) if health is _AUTO else health
         self.ctl = ctl
         if self.link is not None:
             self.link.on_message = self._on_message
             if self.sessions is not None:
                 self.link.session_log = self.sessions
-        self._tasks = (self._t_ctl, self._t_link, self._t_sessions, self._t_state,
+        self._tasks = (self._t_ctl, self._t_link, self._t_ocpp, self._t_sessions, self._t_state,
                        self._t_telemetry, self._t_update, self._t_health, self._t_reset)
 
     # -- building the optional parts ------------------------------------------
@@ -113,6 +114,14 @@ class Agent:
             return None
         m = _opt("firmware.mqtt")
         return None if m is None else m.Link(mq, self.cfg["device_id"], now)
+
+    def _build_ocpp(self, now):
+        # the OCPP 1.6J link (firmware/ocpp/), beside or instead of MQTT
+        oc = self.cfg.get("ocpp")
+        if not oc or not oc.get("url"):
+            return None
+        m = _opt("firmware.ocpp.link")
+        return None if m is None else m.Link(oc, self.cfg["device_id"], self, self.root, now)
 
     def _build_updater(self):
         # the OTA chain is imported only while a job exists (firmware/ota/ondemand.py)
@@ -142,7 +151,7 @@ class Agent:
         self._max_loop_ms = hc.get("max_loop_ms")
         checks = {"agent_started": True, "loop_ticks": 100, "cp_selftest": True,
                   "stable_ms": trial_ms}
-        link = self.link
+        link = self.link if self.link is not None else self.ocpp
         if link is not None and hc.get("need_mqtt", True):
             checks["backend"] = (lambda: link.connected, trial_ms)
         h = m.Health(checks, trial_ms + 30000, now)
@@ -225,10 +234,16 @@ class Agent:
         if self.link is not None:
             self.link.poll(now)
 
+    def _t_ocpp(self, now):
+        if self.ocpp is not None:
+            self.ocpp.poll(now)
+
     def _t_sessions(self, now):
         rec = self.evse.pop_finished()
         if rec is None:
             return
+        if self.ocpp is not None:
+            self.ocpp.session_ended(rec)   # StopTransaction (queued on flash)
         rec = report.session(rec, self.cfg.get("device_id"))
         if self.sessions is not None:
             self.sessions.append(rec)   # the link publishes it (QoS 1) from the log
@@ -300,10 +315,15 @@ class Agent:
             return
         link = self.link
         flushed = link is None or not link.connected or not link.pending()
+        oc = self.ocpp
+        if oc is not None and oc.connected and oc.pending():
+            flushed = False
         if flushed or time.ticks_diff(now, self._reset_at) >= 0:
             self._safe()
             if link is not None:
                 link.close(now)
+            if oc is not None:
+                oc.close(now)
             self._resetting = True
             if self._reset_kind == "soft":
                 raise SystemExit(0)   # the port soft-resets (boot.py, main.py again)
@@ -338,6 +358,14 @@ class Agent:
         if not isinstance(payload, (bytes, str)):
             payload = json.dumps(payload)
         return self.commands.handle(name, payload)
+
+    def tag(self, tag):
+        """An idTag presented at the charger (RFID): with OCPP it is
+        authorized by the CSMS (Authorize.req), else it authorizes at once."""
+        if self.ocpp is not None:
+            self.ocpp.present_tag(tag)
+        else:
+            self.evse.authorize(tag)
 
     def hang(self):
         """Stop everything, the watchdog feed included (health-check tests)."""
@@ -389,6 +417,7 @@ class Agent:
         d["errors"] = self.errors
         d["last_error"] = self.last_error
         d["link"] = None if self.link is None else self.link.state
+        d["ocpp"] = None if self.ocpp is None else self.ocpp.state
         d["firmware"] = None if self.updater is None else self.updater.status()
 
     # -- the real-time loop ----------------------------------------------------------------
@@ -463,7 +492,7 @@ class Agent:
                 raise simctl.Exit(vh.EXIT_WDT)
 
     def close(self):
-        for part in (self.ctl, self.link):
+        for part in (self.ctl, self.link, self.ocpp):
             if part is not None:
                 try:
                     part.close()
