@@ -22,7 +22,7 @@ GENERIC = "GenericError"
 
 class CallError(Exception):
     def __init__(self, code, desc=""):
-        Exception.__init__(self, code, desc)
+        super().__init__(code, desc)
         self.code = code
         self.desc = desc
 

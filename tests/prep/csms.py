@@ -70,6 +70,7 @@ class _Station(_CP):
     @on(Action.start_transaction)
     def _start(self, connector_id, id_tag, meter_start, timestamp, **kw):
         self.cs.next_tx += 1
+        self.cs.started.append((self.id, id_tag, self.cs.next_tx))
         return call_result.StartTransaction(
             transaction_id=self.cs.next_tx,
             id_tag_info={"status": self.cs.auth.get(id_tag, "Accepted")})
@@ -99,6 +100,7 @@ class CSMS:
         self.stations = {}
         self.connects = []          # (t, charge box id, subprotocol, Authorization header)
         self.next_tx = 100
+        self.started = []           # (charge box id, idTag, transactionId) assigned
         self._loop = None
         self._thread = None
         self._cond = threading.Condition()
@@ -163,6 +165,11 @@ class CSMS:
             self.log.append((time.time(), cid, action, payload))
             self._cond.notify_all()
 
+    def tx_id(self, tag, timeout=20):
+        """The transactionId given to the last StartTransaction with idTag `tag`."""
+        return self.wait(lambda: [t for (_, g, t) in self.started if g == tag], timeout,
+                         "a transaction for %s" % tag)[-1]
+
     def calls(self, action=None, cid=None):
         with self._cond:
             return [p for (_, c, a, p) in self.log
@@ -188,6 +195,18 @@ class CSMS:
                     raise AssertionError("CSMS: timed out waiting for %s; log: %s; errors: %s" % (
                         what or cond, [(a, p) for (_, _, a, p) in self.log[-12:]], self.errors))
                 self._cond.wait(min(left, 0.2))
+
+    def raw(self, cid, frame, timeout=15):
+        """Send a raw frame (a list, JSON-encoded here, no schema check) and
+        return the board's answer as the list it sent back."""
+        st = self.stations[cid]
+        uid = frame[1]
+
+        async def go():
+            await st._send(json.dumps(frame))
+            r = await st._get_specific_response(uid, timeout)
+            return json.loads(r.to_json())
+        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(timeout + 1)
 
     def call(self, cid, payload, timeout=15):
         """Send a CALL to the board; the (schema-validated) answer, or raise."""
