@@ -25,6 +25,7 @@ _BOOT_RETRY_S = const(60)        # boot retry when the CSMS gives interval 0
 _Q_MAX = const(8)                # non-transaction messages waiting (RAM)
 _TXQ_MAX = const(200)            # transaction messages on flash
 _IDS_KEEP = const(8)
+_IN_MAX = const(2048)            # largest CSMS message kept (a bigger one is discarded)
 _VENDOR = "evse-agent"
 _MODEL = "evse-mp"
 LIMIT_AVAIL = "ocpp_avail"      # limit source holding the offer at 0 while Inoperative
@@ -41,13 +42,13 @@ _REASON = {"ev_disconnected": "EVDisconnected", "remote": "Remote", "local": "Lo
            "relay_welded": "EmergencyStop", "rcd_latched": "EmergencyStop"}
 _REASONS = ("DeAuthorized", "EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other",
             "PowerLoss", "Reboot", "Remote", "SoftReset", "UnlockCommand")
-_MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import",
+MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import",
                "Voltage")
 _UNITS = ("Wh", "W", "A", "V")
 
 # configuration keys: name -> (kind, read-only, default); kinds: i int >= 0, b bool,
 # m measurand list (CSL)
-_KEYS = {
+KEYS = {
     "HeartbeatInterval": ("i", False, 300),
     "ConnectionTimeOut": ("i", False, 120),
     "MeterValueSampleInterval": ("i", False, 60),
@@ -80,11 +81,11 @@ def _parse_iso(s):
         return None
 
 
-def _join(root, name):
+def join(root, name):
     return root.rstrip("/") + "/" + name
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f)
@@ -133,7 +134,9 @@ class Link:
         self._rand = rand or _rand
         self._wall = wall or time.time
         self._clock_off = 0
-        self._ws = WS()
+        import gc
+        gc.collect()                  # the receive buffer is one contiguous block
+        self._ws = WS(_IN_MAX)
         self._auth = None
         k = cfg.get("auth_key")
         if k:
@@ -154,19 +157,21 @@ class Link:
         self._sample_at = None
         self._align_at = None
         self._reset_kind = None
-        d = _join(root, "ocpp")
+        d = join(root, "ocpp")
         try:
             os.mkdir(d)
         except OSError:
             pass
         self._dir = d
+        from firmware.ocpp import handlers
+        self._h = handlers
         from firmware.sessionlog import SessionLog
         self.txq = SessionLog(d, _TXQ_MAX)
         self.conf = {}
-        stored = _read_json(_join(d, "conf.json")) or {}
-        for k2 in _KEYS:
-            self.conf[k2] = stored.get(k2, _KEYS[k2][2])
-        st = _read_json(_join(d, "state.json")) or {}
+        stored = _read_json(join(d, "conf.json")) or {}
+        for k2 in KEYS:
+            self.conf[k2] = stored.get(k2, KEYS[k2][2])
+        st = _read_json(join(d, "state.json")) or {}
         self._ids = st.get("ids") or []          # [[ref, transactionId], ...]
         self._tx = st.get("open")                # running transaction: {"ref", "m0", "m", "tag"}
         self.inoperative = bool(st.get("inop"))
@@ -331,7 +336,7 @@ class Link:
         for m in measurands.split(","):
             if m in vals:
                 sv.append({"value": vals[m], "context": context, "measurand": m,
-                           "unit": _UNITS[_MEASURANDS.index(m)]})
+                           "unit": _UNITS[MEASURANDS.index(m)]})
         if not sv:
             return
         p = {"connectorId": 1, "meterValue": [{"timestamp": self._ts(), "sampledValue": sv}]}
@@ -346,7 +351,7 @@ class Link:
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative}
         if self._reset_kind:
             st["why"] = self._reset_kind
-        _write_json(_join(self._dir, "state.json"), st)
+        write_json(join(self._dir, "state.json"), st)
 
     # ---- the connection ---------------------------------------------------------------
     def _link(self, now):
@@ -613,13 +618,14 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        fn = getattr(self, "_on_" + action, None) if action in _ACTIONS else None
+        h = self._h
+        fn = getattr(h, action, None) if action in h.ACTIONS else None
         if fn is None:
             ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
             return
         after = None
         try:
-            r = fn(p)
+            r = fn(self, p)
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)
@@ -632,148 +638,8 @@ class Link:
         if after is not None:
             after()
 
-    def _on_RemoteStartTransaction(self, p):
-        rpc.only(p, ("connectorId", "idTag", "chargingProfile"))
-        tag = rpc.get(p, "idTag", str, hi=20)
-        cid = rpc.get(p, "connectorId", int, False)
-        if cid is not None and cid != 1 or self.inoperative or self._tx is not None \
-                or self.evse.session is not None:
-            return {"status": "Rejected"}
-        if self.conf["AuthorizeRemoteTxRequests"]:
-            self.present_tag(tag)
-        else:
-            self.evse.authorize(tag)
-        return {"status": "Accepted"}
-
-    def _on_RemoteStopTransaction(self, p):
-        rpc.only(p, ("transactionId",))
-        tid = rpc.get(p, "transactionId", int)
-        tx = self._tx
-        if tx is None or self._id_of(tx["ref"]) != tid:
-            return {"status": "Rejected"}
-        self.evse.stop_session("remote")
-        return {"status": "Accepted"}
-
-    def _on_Reset(self, p):
-        rpc.only(p, ("type",))
-        kind = rpc.get(p, "type", str, choices=("Hard", "Soft"))
-        reason = kind + "Reset"
-        self._reset_kind = reason
-        if self._tx is not None:
-            sess = self.evse.session
-            self._end_tx(reason, sess.get("energy_wh") if sess else None)
-            self.evse.stop_session(reason)
-        self._save_state()
-
-        def after():
-            self.agent._on_reset("hard" if kind == "Hard" else "soft")
-        return {"status": "Accepted"}, after
-
-    def _on_ChangeAvailability(self, p):
-        rpc.only(p, ("connectorId", "type"))
-        cid = rpc.get(p, "connectorId", int, lo=0)
-        typ = rpc.get(p, "type", str, choices=("Inoperative", "Operative"))
-        if cid > 1:
-            return {"status": "Rejected"}
-        inop = typ == "Inoperative"
-        if inop and self.evse.session is not None:
-            self._inop_pending = inop
-            return {"status": "Scheduled"}
-        self._set_avail(inop)
-        return {"status": "Accepted"}
-
     def _set_avail(self, inop):
         self._inop_pending = None
         self.inoperative = inop
         self.evse.set_limit(LIMIT_AVAIL, 0 if inop else None)
         self._save_state()
-
-    def _on_UnlockConnector(self, p):
-        rpc.only(p, ("connectorId",))
-        rpc.get(p, "connectorId", int, lo=1)
-        return {"status": "NotSupported"}    # tethered cable: nothing to unlock
-
-    def _on_GetConfiguration(self, p):
-        rpc.only(p, ("key",))
-        keys = rpc.get(p, "key", list, False)
-        known = []
-        unknown = []
-        for k in (keys if keys else _KEYS):
-            if type(k) is not str:
-                raise rpc.CallError(rpc.TYPE, "key must be a list of strings")
-            if k in _KEYS:
-                v = self.conf[k]
-                known.append({"key": k, "readonly": _KEYS[k][1],
-                              "value": ("true" if v else "false") if type(v) is bool else str(v)})
-            else:
-                unknown.append(k[:50])
-        r = {"configurationKey": known}
-        if unknown:
-            r["unknownKey"] = unknown
-        return r
-
-    def _on_ChangeConfiguration(self, p):
-        rpc.only(p, ("key", "value"))
-        k = rpc.get(p, "key", str, hi=50)
-        v = rpc.get(p, "value", str, hi=500)
-        d = _KEYS.get(k)
-        if d is None:
-            return {"status": "NotSupported"}
-        kind, ro = d[0], d[1]
-        if ro:
-            return {"status": "Rejected"}
-        if kind == "i":
-            if not v.isdigit() or len(v) > 6:
-                return {"status": "Rejected"}
-            val = int(v)
-        elif kind == "b":
-            if v.lower() not in ("true", "false"):
-                return {"status": "Rejected"}
-            val = v.lower() == "true"
-        else:
-            for m in v.split(","):
-                if m not in _MEASURANDS:
-                    return {"status": "Rejected"}
-            val = v
-        self.conf[k] = val
-        if k == "HeartbeatInterval" and self.registration == "Accepted":
-            self._hb_at = time.ticks_add(self._t_call, val * 1000) if val else None
-        stored = {}
-        for kk in _KEYS:
-            if not _KEYS[kk][1] and self.conf[kk] != _KEYS[kk][2]:
-                stored[kk] = self.conf[kk]
-        _write_json(_join(self._dir, "conf.json"), stored)
-        return {"status": "Accepted"}
-
-    def _on_TriggerMessage(self, p):
-        rpc.only(p, ("requestedMessage", "connectorId"))
-        m = rpc.get(p, "requestedMessage", str, choices=_TRIGGERS)
-        cid = rpc.get(p, "connectorId", int, False, lo=0)
-        if cid is not None and cid > 1:
-            return {"status": "Rejected"}
-        if m == "BootNotification":
-            self.registration = None
-            self._boot_at = time.ticks_add(self.agent._now, 0)
-        elif m == "Heartbeat":
-            self._enqueue("Heartbeat", {}, "q", None)
-        elif m == "StatusNotification":
-            if cid is None or cid == 0:
-                self._st_sent[0] = None
-            if cid is None or cid == 1:
-                self._st_sent[1] = None
-        elif m == "MeterValues":
-            self._meter_values("Trigger", self.conf["MeterValuesSampledData"], None)
-        else:
-            return {"status": "NotImplemented"}
-        return {"status": "Accepted"}
-
-    def _on_DataTransfer(self, p):
-        rpc.get(p, "vendorId", str, hi=255)
-        return {"status": "UnknownVendorId"}
-
-
-_ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
-            "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
-            "DataTransfer")
-_TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
-             "Heartbeat", "MeterValues", "StatusNotification")
