@@ -143,8 +143,20 @@ def DataTransfer(lk, p):
     return {"status": "UnknownVendorId"}
 
 
+def SetChargingProfile(lk, p):
+    return {"status": lk.smart_on().set_profile(p)}
+
+
+def ClearChargingProfile(lk, p):
+    return {"status": lk.smart_on().clear(p)}
+
+
+def GetCompositeSchedule(lk, p):
+    return lk.smart_on().composite(p)
+
+
 ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
             "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
-            "DataTransfer")
+            "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule")
 TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
              "Heartbeat", "MeterValues", "StatusNotification")

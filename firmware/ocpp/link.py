@@ -63,16 +63,20 @@ KEYS = {
     "StopTransactionOnEVSideDisconnect": ("b", True, True),
     "UnlockConnectorOnEVSideDisconnect": ("b", True, False),
     "NumberOfConnectors": ("i", True, 1),
-    "SupportedFeatureProfiles": ("s", True, "Core,RemoteTrigger"),
+    "SupportedFeatureProfiles": ("s", True, "Core,RemoteTrigger,SmartCharging"),
     "GetConfigurationMaxKeys": ("i", True, 32),
+    "ChargeProfileMaxStackLevel": ("i", True, 8),
+    "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
+    "ChargingScheduleMaxPeriods": ("i", True, 24),
+    "MaxChargingProfilesInstalled": ("i", True, 8),
 }
 
 
-def _iso(t):
+def iso(t):
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % t[:6]
 
 
-def _parse_iso(s):
+def parse_iso(s):
     # 'YYYY-MM-DDTHH:MM:SS[.fff][Z|+00:00]' -> time tuple for mktime, or None
     try:
         return (int(s[0:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]),
@@ -157,6 +161,8 @@ class Link:
         self._sample_at = None
         self._align_at = None
         self._reset_kind = None
+        self.smart = None             # smart.Smart once a charging profile exists
+        self._smart_s = None
         d = join(root, "ocpp")
         try:
             os.mkdir(d)
@@ -178,6 +184,11 @@ class Link:
         self._inop_pending = None
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
+        try:
+            os.stat(join(d, "profiles.json"))
+            self.smart_on()
+        except OSError:
+            pass
         if self._tx is not None:
             # the board restarted during a transaction: close it as it was
             self._queue_stop(self._tx, st.get("why") or "PowerLoss", self._tx.get("m", self._tx["m0"]))
@@ -226,6 +237,13 @@ class Link:
         except OSError as e:
             self._drop(now_ms, "OSError %s" % (e.args[0] if e.args else ""))
 
+    def smart_on(self):
+        if self.smart is None:
+            from firmware.ocpp.smart import Smart
+            self.smart = Smart(self)
+            self._smart_s = None
+        return self.smart
+
     # ---- the charging core, watched ------------------------------------------
     def _observe(self, now):
         a = self.agent
@@ -256,6 +274,12 @@ class Link:
             elif slot != self._align_at:
                 self._align_at = slot
                 self._meter_values("Sample.Clock", self.conf["MeterValuesAlignedData"], tx)
+        sm = self.smart
+        if sm is not None:
+            t = int(self._now_s())
+            if t != self._smart_s:
+                self._smart_s = t
+                sm.apply(t)
         # connector 1 status
         s = self._status
         f = c.fault
@@ -289,7 +313,7 @@ class Link:
         return self._wall() + self._clock_off
 
     def _ts(self):
-        return _iso(time.gmtime(int(self._now_s())))
+        return iso(time.gmtime(int(self._now_s())))
 
     def _meter(self):
         v, i, e = self.agent.board.meter()
@@ -305,7 +329,9 @@ class Link:
         tag = sess.get("tag") or self.cfg.get("id_tag") or "local"
         ref = self.txq.append({"a": "StartTransaction", "p": {
             "connectorId": 1, "idTag": tag[:20], "meterStart": m0, "timestamp": self._ts()}})
-        self._tx = {"ref": ref, "m0": m0, "m": m0, "tag": tag[:20], "sid": sess.get("id")}
+        self._tx = {"ref": ref, "m0": m0, "m": m0, "tag": tag[:20], "sid": sess.get("id"),
+                    "t0": int(self._now_s())}
+        self._smart_s = None
         self._save_state()
         iv = self.conf["MeterValueSampleInterval"]
         self._sample_at = time.ticks_add(now, iv * 1000) if iv else None
@@ -318,6 +344,9 @@ class Link:
         m = tx["m0"] + int(energy_wh or 0)
         self._queue_stop(tx, r, m)
         self._tx = None
+        if self.smart is not None:
+            self.smart.tx_ended(tx["ref"])
+            self._smart_s = None
         self._finishing = True
         self._save_state()
 
@@ -608,7 +637,7 @@ class Link:
     def _set_clock(self, s):
         if type(s) is not str or time.gmtime(0)[0] == 1970:
             return    # the port's own clock is UNIX time: keep it
-        t = _parse_iso(s)
+        t = parse_iso(s)
         if t is not None:
             self._clock_off = time.mktime(t) - self._wall()
 
