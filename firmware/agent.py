@@ -89,6 +89,7 @@ class Agent:
         self._max_loop_ms = None
         self._strikes = 0
         self._selftest = False
+        self.ocpp = None          # built after the updater, which may report at once
         self.sessions = self._build_sessions() if sessions is _AUTO else sessions
         self.link = self._build_link(self._now) if link is _AUTO else link
         self.updater = self._build_updater() if updater is _AUTO else updater
@@ -338,6 +339,8 @@ class Agent:
             self.link.publish("reply", rep)
 
     def _on_fw_status(self, status, rid=None, progress=None, reason=None):
+        if self.ocpp is not None:
+            self.ocpp.firmware_status(status, rid)
         if self.link is not None:
             self.link.publish("firmware", report.firmware(status, rid, progress, reason), True, 1)
 

@@ -59,6 +59,7 @@ def ChangeAvailability(lk, p):
     lk._set_avail(inop)
     return {"status": "Accepted"}
 
+
 def UnlockConnector(lk, p):
     rpc.only(p, ("connectorId",))
     rpc.get(p, "connectorId", int, lo=1)
@@ -134,6 +135,8 @@ def TriggerMessage(lk, p):
             lk._st_sent[1] = None
     elif m == "MeterValues":
         lk._meter_values("Trigger", lk.conf["MeterValuesSampledData"], None)
+    elif m == "FirmwareStatusNotification":
+        lk.firmware_status(lk.fw_status, None, True)
     else:
         return {"status": "NotImplemented"}
     return {"status": "Accepted"}
@@ -155,8 +158,47 @@ def GetCompositeSchedule(lk, p):
     return lk.smart_on().composite(p)
 
 
+def UpdateFirmware(lk, p):
+    # OCPP 1.6 core: driven by the same update job as MQTT (scheduling, waiting
+    # for the session to end, trial boot, health checks, rollback)
+    rpc.only(p, ("location", "retrieveDate", "retries", "retryInterval"))
+    loc = rpc.get(p, "location", str, hi=512)
+    when = rpc.get(p, "retrieveDate", str, hi=40)
+    req = {"location": loc, "retrieveDateTime": when}
+    for k in ("retries", "retryInterval"):
+        v = rpc.get(p, k, int, False, lo=0)
+        if v is not None:
+            req[k] = v
+    lk.start_update(req, False)
+    return {}
+
+
+def SignedUpdateFirmware(lk, p):
+    # security whitepaper: the signing certificate must chain to the installed
+    # Manufacturer root, checked with firmware/ota/x509.py (issue 11)
+    rpc.only(p, ("requestId", "retries", "retryInterval", "firmware"))
+    rid = rpc.get(p, "requestId", int, lo=0)
+    fw = rpc.get(p, "firmware", dict)
+    rpc.only(fw, ("location", "retrieveDateTime", "installDateTime", "signingCertificate",
+                  "signature"))
+    for k, hi in (("location", 512), ("retrieveDateTime", 40), ("signingCertificate", 5500),
+                  ("signature", 800)):
+        rpc.get(fw, k, str, hi=hi)
+    try:
+        __import__("firmware.ota.x509")
+    except ImportError:
+        # no X.509 verifier in this build: fail closed
+        lk.security_event("InvalidFirmwareSigningCertificate",
+                          "no X.509 verifier in this firmware build")
+        return {"status": "InvalidCertificate"}
+    lk.security_event("InvalidFirmwareSigningCertificate",
+                      "Manufacturer root certificate check not implemented")
+    return {"status": "InvalidCertificate"}
+
+
 ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
             "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
-            "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule")
+            "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
+           "UpdateFirmware", "SignedUpdateFirmware")
 TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
              "Heartbeat", "MeterValues", "StatusNotification")

@@ -42,6 +42,11 @@ _REASON = {"ev_disconnected": "EVDisconnected", "remote": "Remote", "local": "Lo
            "relay_welded": "EmergencyStop", "rcd_latched": "EmergencyStop"}
 _REASONS = ("DeAuthorized", "EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other",
             "PowerLoss", "Reboot", "Remote", "SoftReset", "UnlockCommand")
+# update job status (security names) -> OCPP 1.6 core FirmwareStatus
+_FW_CORE = {"Idle": "Idle", "Downloading": "Downloading", "Downloaded": "Downloaded",
+            "DownloadFailed": "DownloadFailed", "Installing": "Installing", "Installed": "Installed",
+            "InstallationFailed": "InstallationFailed", "InvalidSignature": "InstallationFailed",
+            "InstallVerificationFailed": "InstallationFailed"}
 MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import",
                "Voltage")
 _UNITS = ("Wh", "W", "A", "V")
@@ -63,7 +68,7 @@ KEYS = {
     "StopTransactionOnEVSideDisconnect": ("b", True, True),
     "UnlockConnectorOnEVSideDisconnect": ("b", True, False),
     "NumberOfConnectors": ("i", True, 1),
-    "SupportedFeatureProfiles": ("s", True, "Core,RemoteTrigger,SmartCharging"),
+    "SupportedFeatureProfiles": ("s", True, "Core,RemoteTrigger,SmartCharging,FirmwareManagement"),
     "GetConfigurationMaxKeys": ("i", True, 32),
     "ChargeProfileMaxStackLevel": ("i", True, 8),
     "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
@@ -182,6 +187,8 @@ class Link:
         self._tx = st.get("open")                # running transaction: {"ref", "m0", "m", "tag"}
         self.inoperative = bool(st.get("inop"))
         self._inop_pending = None
+        self._fw = st.get("fw")                  # {"rid": n, "signed": bool}: the last update request
+        self.fw_status = "Idle"
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
         try:
@@ -207,7 +214,9 @@ class Link:
 
     def pending(self):
         """Bytes or answers not yet out (0 = flushed)."""
-        return self._ws.pending() + (1 if self._wait is not None and self._wait[1] == "StopTransaction" else 0)
+        if self.registration != "Accepted":
+            return self._ws.pending()
+        return self._ws.pending() + len(self._q) + (0 if self._wait is None else 1)
 
     def present_tag(self, tag):
         """A local idTag (RFID): Authorize.req; charging on Accepted."""
@@ -376,8 +385,51 @@ class Link:
         else:
             self._enqueue("MeterValues", p, "q", None)
 
+    # ---- firmware --------------------------------------------------------------
+    def start_update(self, req, signed):
+        u = self.agent.updater
+        if u is None:
+            raise rpc.CallError(rpc.NOT_SUPPORTED, "no update job in this build")
+        fw = self._fw or {}
+        rid = req.get("requestId")
+        if rid is None:
+            rid = (fw.get("rid") or 0) + 1
+            req["requestId"] = rid
+        try:
+            u.start(req)
+        except ValueError as e:     # updater.UpdateError: malformed or busy, nothing changed
+            raise rpc.CallError(rpc.PROPERTY if "busy" not in str(e) else rpc.GENERIC, str(e))
+        self._fw = {"rid": rid, "signed": signed}
+        self._save_state()
+
+    def firmware_status(self, status, rid=None, force=False):
+        """From the update job (the OCPP 1.6 security names): FirmwareStatus-
+        Notification with the core names for UpdateFirmware requests."""
+        fw = self._fw or {}
+        if fw.get("signed"):
+            if status == self.fw_status and not force:
+                return
+            self.fw_status = status
+            p = {"status": status, "requestId": fw.get("rid") if rid is None else rid}
+            self._enqueue("SignedFirmwareStatusNotification", p, "q", None)
+            return
+        st = _FW_CORE.get(status)
+        if st is None and not force:
+            return
+        st = st or "Idle"
+        if st == self.fw_status and not force:
+            return
+        self.fw_status = st
+        self._enqueue("FirmwareStatusNotification", {"status": st}, "q", None)
+
+    def security_event(self, kind, info=None):
+        p = {"type": kind, "timestamp": self._ts()}
+        if info:
+            p["techInfo"] = info[:255]
+        self._enqueue("SecurityEventNotification", p, "q", None)
+
     def _save_state(self):
-        st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative}
+        st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
         if self._reset_kind:
             st["why"] = self._reset_kind
         write_json(join(self._dir, "state.json"), st)

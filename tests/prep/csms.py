@@ -87,6 +87,14 @@ class _Station(_CP):
     def _fw(self, status, **kw):
         return call_result.FirmwareStatusNotification()
 
+    @on(Action.signed_firmware_status_notification)
+    def _sfw(self, status, request_id, **kw):
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.security_event_notification)
+    def _sec(self, type, timestamp, **kw):
+        return call_result.SecurityEventNotification()
+
 
 class CSMS:
     def __init__(self, boot="Accepted", interval=300, port=None):
