@@ -2,7 +2,9 @@
 UpdateFirmware drives the same update job as MQTT (download over HTTP,
 signature check, install into the other slot, trial boot, health check
 confirmed) and the FirmwareStatusNotifications report it; the next
-BootNotification carries the new version. SignedUpdateFirmware fails closed
+BootNotification carries the new version; an update whose trial boot fails
+rolls back and the BootNotification after it carries the old version again,
+with FirmwareStatusNotification InstallationFailed. SignedUpdateFirmware fails closed
 (InvalidCertificate + SecurityEventNotification) while this build has no
 X.509 verifier (firmware/ota/x509.py comes with issue 11)."""
 import datetime
@@ -24,6 +26,7 @@ def test_TC_044_firmware_update_and_signed_update_refused(tmp_path):
     pem, pub, _ = keys.keygen(str(tmp_path / "keys" / "rel"))
     out = tmp_path / "rel"
     img, _, _ = release.build(pem, "0.2.0", "sim", out=str(out))
+    img3, _, _ = release.build(pem, "0.3.0", "sim", out=str(out))
     srv, port = serve.serve(str(out))
     cs = CSMS(interval=300).start()
     b = VBoard(str(tmp_path / "cpf"), id="cpf", ocpp=cs.url, keys=[pub],
@@ -51,6 +54,19 @@ def test_TC_044_firmware_update_and_signed_update_refused(tmp_path):
         seq = fw()
         assert seq.index("Downloading") < seq.index("Downloaded") < seq.index("Installing") \
             < seq.index("Installed"), seq
+        g = b.get()
+        assert g["version"] == "0.2.0" and g["trial"] is False
+        # 0.3.0 on a board whose pilot is shorted: the trial boot's CP self-test
+        # fails, the board rolls back; the next BootNotification has the old version
+        b.control("short_cp")
+        n_boot = len(cs.calls("BootNotification", "cpf"))
+        n_fw = len(fw())
+        cs.call("cpf", call.UpdateFirmware(
+            location="http://127.0.0.1:%d/%s" % (port, os.path.basename(img3)), retrieve_date=_now()))
+        cs.wait(lambda: len(cs.calls("BootNotification", "cpf")) >= n_boot + 2, 120, "trial and rollback")
+        assert [x["firmwareVersion"] for x in cs.calls("BootNotification", "cpf")[n_boot:]][:2] == \
+            ["0.3.0", "0.2.0"]
+        cs.wait(lambda: "InstallationFailed" in fw()[n_fw:], 60, "InstallationFailed after rollback")
         g = b.get()
         assert g["version"] == "0.2.0" and g["trial"] is False
     finally:
