@@ -5,7 +5,6 @@ fits today (112K on the 32-bit build: above the 96K budget, see docs/ocpp.md).
 The retained heap of the link (agent with OCPP minus agent without) and the
 smallest free heap seen are printed (figures for docs/ocpp.md), the session
 must complete and the CSMS must see every message schema-valid."""
-import json
 import os
 import subprocess
 
@@ -105,4 +104,3 @@ def test_ocpp_link_runs_a_session_at_the_heap_budget(tmp_path):
           "agent retained %d B without OCPP, %d B with" % (
               mpunix.binary(), with_ocpp[3], with_ocpp[0] - plain[0], with_ocpp[1] - plain[1],
               plain[1], with_ocpp[1]))
-    json.dumps(with_ocpp)

@@ -5,7 +5,6 @@ client sent (Basic auth, subprotocol, masking is checked by websockets)."""
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import threading
 
@@ -191,4 +190,3 @@ def test_wss_with_the_ca_and_with_a_wrong_ca(tmp_path):
         ev = _client(tmp_path, "wss://127.0.0.1:%d" % s.port, ca=str(other))
     assert ev == [{"error": "TLS: The certificate is not correctly signed by the trusted CA",
                    "oversize": 0, "pongs": 0}]
-    assert os.path.exists(certs["ca.der"])
