@@ -80,12 +80,16 @@ def _run(tmp_path, url, vsecs, name, step=50):
     return res
 
 
-def test_csms_down_at_boot_backoff_is_capped_with_jitter(tmp_path):
+def scenario_down(tmp_path):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()                                    # nothing listens there
-    res = _run(tmp_path, "ws://127.0.0.1:%d/ocpp" % port, 300, "down")
+    return _run(tmp_path, "ws://127.0.0.1:%d/ocpp" % port, 300, "down")
+
+
+def test_csms_down_at_boot_backoff_is_capped_with_jitter(tmp_path):
+    res = scenario_down(tmp_path)
     bo = res["backoffs"]
     assert len(bo) >= 6 and res["state"] in ("offline", "connecting")
     for k, d in enumerate(bo):
@@ -95,7 +99,7 @@ def test_csms_down_at_boot_backoff_is_capped_with_jitter(tmp_path):
     assert res["queued"] >= 1, "the StartTransaction waits on flash"
 
 
-def test_stalled_socket_times_out_the_upgrade(tmp_path):
+def scenario_stalled(tmp_path):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
@@ -119,11 +123,17 @@ def test_stalled_socket_times_out_the_upgrade(tmp_path):
         for c in held:
             c.close()
         srv.close()
+    res["held"] = len(held)
+    return res
+
+
+def test_stalled_socket_times_out_the_upgrade(tmp_path):
+    res = scenario_stalled(tmp_path)
     assert res["error"] == "no WebSocket upgrade within 10000 ms"
-    assert res["attempts"] >= 2 and len(held) >= 2
+    assert res["attempts"] >= 2 and res["held"] >= 2
 
 
-def test_csms_that_never_answers_a_call(tmp_path):
+def scenario_silent(tmp_path):
     got = []
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -147,11 +157,18 @@ def test_csms_that_never_answers_a_call(tmp_path):
     finally:
         loop.call_soon_threadsafe(box["stop"].set)
         t.join(5)
+    res["got"] = got
+    return res
+
+
+def test_csms_that_never_answers_a_call(tmp_path):
+    res = scenario_silent(tmp_path)
+    got = res["got"]
     assert res["timeouts"] >= 2 and res["state"] == "booting"
     assert got.count("BootNotification") >= 2 and set(got) == {"BootNotification"}
 
 
-def test_csms_killed_mid_session_the_link_comes_back(tmp_path):
+def scenario_killed(tmp_path):
     cs = CSMS(interval=300).start()
 
     def restart():
@@ -168,6 +185,13 @@ def test_csms_killed_mid_session_the_link_comes_back(tmp_path):
     finally:
         t.join(10)
         cs.stop()
+    res["cs"] = cs
+    return res
+
+
+def test_csms_killed_mid_session_the_link_comes_back(tmp_path):
+    res = scenario_killed(tmp_path)
+    cs = res["cs"]
     assert cs.errors == []
     assert res["state"] == "accepted" and res["queued"] == 0
     assert res["states"][:2] == ["connecting", "booting"] and "offline" in res["states"]
