@@ -182,6 +182,19 @@ def test_TC_054_trigger_message(board, csms):
     csms.wait(lambda: len(csms.calls("BootNotification", "cp1")) > n)
 
 
+def test_extended_trigger_message(board, csms):
+    n = len(csms.calls("SignedFirmwareStatusNotification", "cp1"))
+    r = csms.call("cp1", call.ExtendedTriggerMessage(requested_message="FirmwareStatusNotification"))
+    assert r.status == "Accepted"
+    s = csms.wait(lambda: csms.calls("SignedFirmwareStatusNotification", "cp1")[n:])[0]
+    assert s == {"status": "Idle"}
+    n = len(csms.calls("Heartbeat", "cp1"))
+    assert csms.call("cp1", call.ExtendedTriggerMessage(requested_message="Heartbeat")).status == "Accepted"
+    csms.wait(lambda: len(csms.calls("Heartbeat", "cp1")) > n)
+    r = csms.call("cp1", call.ExtendedTriggerMessage(requested_message="LogStatusNotification"))
+    assert r.status == "NotImplemented"
+
+
 def test_rpc_errors_unknown_action_and_bad_payloads(board, csms):
     r = csms.raw("cp1", [2, "u1", "GetLocalListVersion", {}])
     assert r[:3] == [4, "u1", "NotImplemented"]

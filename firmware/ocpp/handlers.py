@@ -141,6 +141,30 @@ def TriggerMessage(lk, p):
         return {"status": "NotImplemented"}
     return {"status": "Accepted"}
 
+def ExtendedTriggerMessage(lk, p):
+    # security extension: the same triggers; FirmwareStatusNotification is
+    # answered with SignedFirmwareStatusNotification
+    rpc.only(p, ("requestedMessage", "connectorId"))
+    m = rpc.get(p, "requestedMessage", str, choices=EXT_TRIGGERS)
+    cid = rpc.get(p, "connectorId", int, False, lo=0)
+    if m in ("LogStatusNotification", "SignChargePointCertificate"):
+        return {"status": "NotImplemented"}
+    if m == "FirmwareStatusNotification":
+        if cid is not None and cid > 1:
+            return {"status": "Rejected"}
+        fw = lk._fw or {}
+        if fw.get("signed"):
+            q = {"status": lk.fw_status, "requestId": fw.get("rid") or 0}
+        else:
+            q = {"status": "Idle"}     # no signed update requested since the last one ended
+        lk._enqueue("SignedFirmwareStatusNotification", q, "q", None)
+        return {"status": "Accepted"}
+    q = {"requestedMessage": m}
+    if cid is not None:
+        q["connectorId"] = cid
+    return TriggerMessage(lk, q)
+
+
 def DataTransfer(lk, p):
     rpc.get(p, "vendorId", str, hi=255)
     return {"status": "UnknownVendorId"}
@@ -199,6 +223,8 @@ def SignedUpdateFirmware(lk, p):
 ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
             "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
             "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
-           "UpdateFirmware", "SignedUpdateFirmware")
+           "UpdateFirmware", "SignedUpdateFirmware", "ExtendedTriggerMessage")
 TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
              "Heartbeat", "MeterValues", "StatusNotification")
+EXT_TRIGGERS = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+                "Heartbeat", "MeterValues", "SignChargePointCertificate", "StatusNotification")
