@@ -27,6 +27,7 @@ def csms():
 @pytest.fixture(scope="module")
 def board(tmp_path_factory, csms):
     b = _board(tmp_path_factory.mktemp("ocpp"), csms)
+    csms.wait(lambda: csms.calls("StatusNotification", "cp1"), 30, "the board registered")
     yield b
     b.stop()
 
