@@ -210,3 +210,23 @@ def test_rpc_errors_unknown_action_and_bad_payloads(board, csms):
     r = csms.raw("cp1", [2, "u6", "Reset", []])
     assert r[:3] == [4, "u6", "FormatViolation"]
     assert board.get()["ocpp"] == "accepted"
+
+
+def test_latched_weld_fault_is_reported_and_no_remote_message_clears_it(board, csms):
+    # last in this module: the board keeps the latched fault
+    b = board
+    b.control("plug", state="C", max_current_a=16)
+    assert csms.call("cp1", call.RemoteStartTransaction(id_tag="R8")).status == "Accepted"
+    b.wait_for(lambda: b.get()["relay"], 20, what="charging")
+    b.control("weld")
+    b.control("unplug")
+    b.wait_for({"fault": "relay_welded"}, 10)
+    st = csms.wait(lambda: [s for s in csms.calls("StatusNotification", "cp1")
+                            if s["connectorId"] == 1 and s["status"] == "Faulted"])[-1]
+    assert st["errorCode"] == "PowerSwitchFailure" and st["vendorErrorCode"] == "relay_welded"
+    assert csms.call("cp1", call.Reset(type="Hard")).status == "Rejected"
+    assert csms.call("cp1", call.Reset(type="Soft")).status == "Rejected"
+    assert csms.call("cp1", call.ChangeAvailability(connector_id=0, type="Operative")).status == "Accepted"
+    assert csms.call("cp1", call.RemoteStartTransaction(id_tag="R9")).status == "Rejected"
+    b.control("plug", state="C", max_current_a=16)
+    assert b.get()["fault"] == "relay_welded" and b.get()["offered_a"] == 0

@@ -8,13 +8,22 @@ import time
 from firmware.ocpp import rpc
 from firmware.ocpp.link import KEYS, MEASURANDS, write_json, join
 
+_LATCHED = ("relay_welded", "rcd_latched")   # cleared on site only, never remotely
+
+
+def _latched(lk):
+    for f in lk.evse.active_faults():
+        if f in _LATCHED:
+            return True
+    return False
+
 
 def RemoteStartTransaction(lk, p):
     rpc.only(p, ("connectorId", "idTag", "chargingProfile"))
     tag = rpc.get(p, "idTag", str, hi=20)
     cid = rpc.get(p, "connectorId", int, False)
     if cid is not None and cid != 1 or lk.inoperative or lk._tx is not None \
-            or lk.evse.session is not None:
+            or lk.evse.session is not None or _latched(lk):
         return {"status": "Rejected"}
     if lk.conf["AuthorizeRemoteTxRequests"]:
         lk.present_tag(tag)
@@ -34,6 +43,8 @@ def RemoteStopTransaction(lk, p):
 def Reset(lk, p):
     rpc.only(p, ("type",))
     kind = rpc.get(p, "type", str, choices=("Hard", "Soft"))
+    if _latched(lk):
+        return {"status": "Rejected"}   # a reboot would forget the latched fault: fail closed
     reason = kind + "Reset"
     lk._reset_kind = reason
     if lk._tx is not None:
