@@ -212,6 +212,34 @@ def test_rpc_errors_unknown_action_and_bad_payloads(board, csms):
     assert board.get()["ocpp"] == "accepted"
 
 
+def test_transaction_message_attempts_and_retry_interval(board, csms):
+    for k, v in (("TransactionMessageAttempts", "2"), ("TransactionMessageRetryInterval", "1")):
+        assert csms.call("cp1", call.ChangeConfiguration(key=k, value=v)).status == "Accepted"
+    b = board
+
+    def session(tag):
+        b.control("plug", state="C", max_current_a=16)
+        assert csms.call("cp1", call.RemoteStartTransaction(id_tag=tag)).status == "Accepted"
+        tid = csms.tx_id(tag)
+        b.control("unplug")
+        return tid
+
+    n = len(csms.calls("StopTransaction", "cp1"))
+    csms.fail_stops = 1                       # first attempt refused, the retry is accepted
+    tid = session("RETRY1")
+    csms.wait(lambda: len(csms.calls("StopTransaction", "cp1")) >= n + 2, 20, "Stop retried")
+    assert [s["transactionId"] for s in csms.calls("StopTransaction", "cp1")[n:]] == [tid, tid]
+    n += 2
+    csms.fail_stops = 5                       # refused every time: given up after 2 attempts
+    tid = session("RETRY2")
+    csms.wait(lambda: len(csms.calls("StopTransaction", "cp1")) >= n + 2, 20, "Stop attempts")
+    csms.fail_stops = 0
+    tid3 = session("RETRY3")                  # the queue moves on
+    csms.wait(lambda: [s for s in csms.calls("StopTransaction", "cp1") if s["transactionId"] == tid3], 20)
+    assert [s["transactionId"] for s in csms.calls("StopTransaction", "cp1")[n:]] == [tid, tid, tid3]
+    _idle(b, csms)
+
+
 def test_latched_weld_fault_is_reported_and_no_remote_message_clears_it(board, csms):
     # last in this module: the board keeps the latched fault
     b = board

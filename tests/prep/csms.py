@@ -77,6 +77,9 @@ class _Station(_CP):
 
     @on(Action.stop_transaction)
     def _stop(self, meter_stop, timestamp, transaction_id, **kw):
+        if self.cs.fail_stops > 0:
+            self.cs.fail_stops -= 1
+            raise RuntimeError("CSMS refuses this StopTransaction (test)")   # -> CALLERROR
         return call_result.StopTransaction()
 
     @on(Action.meter_values)
@@ -108,6 +111,7 @@ class CSMS:
         self.stations = {}
         self.connects = []          # (t, charge box id, subprotocol, Authorization header)
         self.next_tx = 100
+        self.fail_stops = 0         # answer this many StopTransactions with a CALLERROR
         self.started = []           # (charge box id, idTag, transactionId) assigned
         self._loop = None
         self._thread = None
