@@ -53,6 +53,7 @@ class Agent:
 
     def __init__(self, board, cfg, root="/", bootinfo=None, *, link=_AUTO, updater=_AUTO,
                  sessions=_AUTO, commands=_AUTO, health=_AUTO, ha=_AUTO, ctl=None, boot=None,
+                 ocpp=_AUTO,
                  period_ms=PERIOD_MS, wdt_ms=_WDT_MS, clock=None):
         self.board = board
         self.cfg = cfg
@@ -89,10 +90,12 @@ class Agent:
         self._max_loop_ms = None
         self._strikes = 0
         self._selftest = False
+        self.ocpp = None          # built after the updater, which may report at once
         self.sessions = self._build_sessions() if sessions is _AUTO else sessions
         self.link = self._build_link(self._now) if link is _AUTO else link
         self.updater = self._build_updater() if updater is _AUTO else updater
         self.commands = self._build_commands() if commands is _AUTO else commands
+        self.ocpp = self._build_ocpp(self._now) if ocpp is _AUTO else ocpp
         self.health = self._build_health(self._now) if health is _AUTO else health
         self.ha = self._build_ha() if ha is _AUTO else ha   # Home Assistant discovery
         self.ctl = ctl
@@ -100,7 +103,7 @@ class Agent:
             self.link.on_message = self._on_message
             if self.sessions is not None:
                 self.link.session_log = self.sessions
-        self._tasks = (self._t_ctl, self._t_link, self._t_sessions, self._t_state,
+        self._tasks = (self._t_ctl, self._t_link, self._t_ocpp, self._t_sessions, self._t_state,
                        self._t_telemetry, self._t_update, self._t_health, self._t_reset)
 
     # -- building the optional parts ------------------------------------------
@@ -118,6 +121,14 @@ class Agent:
         bi = self.bootinfo
         will = json.dumps(report.offline(bi.get("version"), bi.get("slot"))).encode()
         return m.Link(mq, self.cfg["device_id"], now, will=will)
+
+    def _build_ocpp(self, now):
+        # the OCPP 1.6J link (firmware/ocpp/), beside or instead of MQTT
+        oc = self.cfg.get("ocpp")
+        if not oc or not oc.get("url"):
+            return None
+        m = _opt("firmware.ocpp.link")
+        return None if m is None else m.Link(oc, self.cfg["device_id"], self, self.root, now)
 
     def _build_updater(self):
         # the OTA chain is imported only while a job exists (firmware/ota/ondemand.py)
@@ -159,7 +170,7 @@ class Agent:
         self._max_loop_ms = hc.get("max_loop_ms")
         checks = {"agent_started": True, "loop_ticks": 100, "cp_selftest": True,
                   "stable_ms": trial_ms}
-        link = self.link
+        link = self.link if self.link is not None else self.ocpp
         if link is not None and hc.get("need_mqtt", True):
             checks["backend"] = (lambda: link.connected, trial_ms)
         if self.cfg.get("fault"):   # no valid configuration: nothing proves the new slot works
@@ -246,10 +257,16 @@ class Agent:
             if self.ha is not None:
                 self.ha.poll()      # at most one discovery config per period
 
+    def _t_ocpp(self, now):
+        if self.ocpp is not None:
+            self.ocpp.poll(now)
+
     def _t_sessions(self, now):
         rec = self.evse.pop_finished()
         if rec is None:
             return
+        if self.ocpp is not None:
+            self.ocpp.session_ended(rec)   # StopTransaction (queued on flash)
         rec = report.session(rec, self.cfg.get("device_id"))
         if self.sessions is not None:
             self.sessions.append(rec)   # the link publishes it (QoS 1) from the log
@@ -321,10 +338,15 @@ class Agent:
             return
         link = self.link
         flushed = link is None or not link.connected or not link.pending()
+        oc = self.ocpp
+        if oc is not None and oc.connected and oc.pending():
+            flushed = False
         if flushed or time.ticks_diff(now, self._reset_at) >= 0:
             self._safe()
             if link is not None:
                 link.close(now)
+            if oc is not None:
+                oc.close(now)
             self._resetting = True
             if self._reset_kind == "soft":
                 raise SystemExit(0)   # the port soft-resets (boot.py, main.py again)
@@ -339,6 +361,8 @@ class Agent:
             self.link.publish("reply", rep)
 
     def _on_fw_status(self, status, rid=None, progress=None, reason=None):
+        if self.ocpp is not None:
+            self.ocpp.firmware_status(status, rid)
         if self.link is not None:
             self.link.publish("firmware", report.firmware(status, rid, progress, reason), True, 1)
 
@@ -359,6 +383,14 @@ class Agent:
         if not isinstance(payload, (bytes, str)):
             payload = json.dumps(payload)
         return self.commands.handle(name, payload)
+
+    def tag(self, tag):
+        """An idTag presented at the charger (RFID): with OCPP it is
+        authorized by the CSMS (Authorize.req), else it authorizes at once."""
+        if self.ocpp is not None:
+            self.ocpp.present_tag(tag)
+        else:
+            self.evse.authorize(tag)
 
     def hang(self):
         """Stop everything, the watchdog feed included (health-check tests)."""
@@ -412,6 +444,7 @@ class Agent:
         d["errors"] = self.errors
         d["last_error"] = self.last_error
         d["link"] = None if self.link is None else self.link.state
+        d["ocpp"] = None if self.ocpp is None else self.ocpp.state
         d["firmware"] = None if self.updater is None else self.updater.status()
 
     # -- the real-time loop ----------------------------------------------------------------
@@ -486,7 +519,7 @@ class Agent:
                 raise simctl.Exit(vh.EXIT_WDT)
 
     def close(self):
-        for part in (self.ctl, self.link):
+        for part in (self.ctl, self.link, self.ocpp):
             if part is not None:
                 try:
                     part.close()

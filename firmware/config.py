@@ -58,6 +58,12 @@ DEFAULTS = {
         "keepalive": 60,      # s
         "client_id": None,    # None: device_id
     },
+    "ocpp": {
+        "url": None,          # ws:// or wss:// CSMS address; None: no OCPP link (docs/ocpp.md)
+        "charge_box_id": None,  # None: device_id; the board connects to <url>/<charge_box_id>
+        "auth_key": None,     # HTTP Basic password (security profile 1/2)
+        "ca": None,           # path of the CSMS CA certificate (PEM or DER) for wss://
+    },
     "telemetry_ms": 10000,
     "ha_discovery": True,     # Home Assistant MQTT discovery configs (firmware/hadisco.py)
     "install_window": None,   # [start_min, end_min] local time, may wrap midnight; None: any time
@@ -131,7 +137,7 @@ _CHECKS = {
     "install_window": _window,
 }
 _MQTT = {
-    "host": lambda v: _str(v, 1, 253),
+    "host": lambda v: _str(v, 0, 253),   # "" = no MQTT link
     "port": lambda v: _int(v, 1, 65535),
     "user": lambda v: _str(v, 1, 64, none=True),
     "password": lambda v: _str(v, 1, 128, none=True),
@@ -147,7 +153,23 @@ _HEALTH = {
     "need_mqtt": _bool,
     "max_loop_ms": lambda v: _int(v, 5, 10000),
 }
-_GROUPS = {"mqtt": _MQTT, "health": _HEALTH}
+
+
+def _ws_url(v):
+    if v is None:
+        return None
+    if type(v) is not str or not 8 <= len(v) <= 256 or not (v.startswith("ws://") or v.startswith("wss://")) \
+            or " " in v:
+        return "must be null or a ws:// or wss:// URL of at most 256 characters"
+
+
+_OCPP = {
+    "url": _ws_url,
+    "charge_box_id": lambda v: _str(v, 1, 48, none=True, safe=True),
+    "auth_key": lambda v: _str(v, 8, 64, none=True),
+    "ca": lambda v: _str(v, 1, 128, none=True),
+}
+_GROUPS = {"mqtt": _MQTT, "health": _HEALTH, "ocpp": _OCPP}
 
 
 def _field(k, v):
@@ -185,6 +207,9 @@ def _cross(cfg):
         return "mqtt.cert and mqtt.key go together"
     if m.get("cert") and not m["tls"]:
         return "mqtt.cert needs mqtt.tls"
+    o = cfg["ocpp"]
+    if o["url"] and o["url"].startswith("wss://") and not o["ca"]:
+        return "ocpp.url wss:// needs ocpp.ca"
     return None
 
 

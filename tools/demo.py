@@ -215,7 +215,11 @@ def clear_retained(host, port, user, password, ids):
 
 # -- the demo ----------------------------------------------------------------------
 def main(argv=None):
-    """Run the demo; 0 when the story went as told (see run())."""
+    """Run the demo; 0 when the story went as told (see run()).
+    BACKEND=ocpp (`make demo BACKEND=ocpp`): the OCPP story, tools/demo_ocpp.py."""
+    if os.environ.get("BACKEND") == "ocpp":
+        from tools import demo_ocpp
+        return demo_ocpp.main(argv)
     return 0 if run()["ok"] else 1
 
 

@@ -101,7 +101,7 @@ def merge(base, over):
 
 
 def build_config(existing, extra, device_id, board, broker=None, user=None, password=None,
-                 ca_path=None):
+                 ca_path=None, ocpp_url=None, ocpp_auth_key=None):
     """The /config.json to write: existing < extra (--config) < options."""
     from tools.provision import parse_hostport
     cfg = merge(existing or {}, extra or {})
@@ -117,6 +117,13 @@ def build_config(existing, extra, device_id, board, broker=None, user=None, pass
         mq["tls"], mq["ca"] = True, ca_path
     if mq:
         opts["mqtt"] = mq
+    oc = {}
+    if ocpp_url:
+        oc["url"] = ocpp_url
+    if ocpp_auth_key is not None:
+        oc["auth_key"] = ocpp_auth_key
+    if oc:
+        opts["ocpp"] = oc
     return merge(cfg, opts)
 
 
@@ -402,7 +409,8 @@ RESTARTED = "the agent it interrupted was restarted (soft reset)"
 
 def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=None,
            password=None, tls_ca=None, config=None, slot=None, dry_run=False, yes=True,
-           reset=True, reset_config=False, lib_dir=None, log=print, mpremote=None, force=False):
+           reset=True, reset_config=False, lib_dir=None, log=print, mpremote=None, force=False,
+           ocpp=None, ocpp_auth_key=None):
     """Deploy `release` (.json or .img) to the board on `port`. Returns a dict
     (plan and result). Raises DeployError (message + .state) on refusal/failure.
 
@@ -572,7 +580,8 @@ def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, passwo
         base = provision.default_config(device_id, bid)
         log("      no valid configuration on the board: installer template (rating %s A; "
             "change it with --config)" % base["max_current_a"])
-    cfg = build_config(base, extra, device_id, bid, broker, user, password, ca_board)
+    cfg = build_config(base, extra, device_id, bid, broker, user, password, ca_board,
+                       ocpp, ocpp_auth_key)
     err = validate_config(cfg)
     if err:
         raise DeployError("REFUSED: config: %s (rules of firmware/config.py; the config is the "
@@ -797,6 +806,11 @@ def main(argv=None):
     ap.add_argument("--user", default=None, help="MQTT user name")
     ap.add_argument("--password", default=None, help="MQTT password")
     ap.add_argument("--tls-ca", default=None, help="CA certificate for MQTT over TLS (goes to /trust/)")
+    ap.add_argument("--ocpp", default=None, metavar="URL",
+                    help="OCPP 1.6J CSMS ws://... or wss://... (ocpp.url; the board connects to "
+                         "URL/<charge box id>)")
+    ap.add_argument("--ocpp-auth-key", default=None, metavar="K",
+                    help="OCPP Basic auth key (ocpp.auth_key: charge_box_id:K)")
     ap.add_argument("--config", default=None, help="JSON file merged into /config.json")
     ap.add_argument("--reset-config", action="store_true",
                     help="start from the defaults instead of the board's current /config.json")
@@ -812,7 +826,7 @@ def main(argv=None):
         deploy(a.port, a.release, a.key_pub, a.id, board=a.board, broker=a.broker, user=a.user,
                password=a.password, tls_ca=a.tls_ca, config=a.config, slot=a.slot,
                dry_run=a.dry_run, yes=a.yes, reset=not a.no_reset, reset_config=a.reset_config,
-               force=a.force)
+               force=a.force, ocpp=a.ocpp, ocpp_auth_key=a.ocpp_auth_key)
     except DeployError as e:
         sys.stderr.write("evsectl deploy: %s\n  board state: %s\n" % (e, e.state))
         return 1

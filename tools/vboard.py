@@ -98,11 +98,12 @@ class VBoard:
 
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
-                 wdt_ms=None, blank=False):
+                 wdt_ms=None, blank=False, ocpp=None):
         self.dir = os.path.abspath(dir)
         self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
         self.broker = broker
+        self.ocpp = ocpp                 # CSMS URL: written into ocpp.url (new and existing flash)
         self.control_port = control_port or free_port()
         self.pty_link = pty_link
         self.heap = heap
@@ -209,11 +210,23 @@ class VBoard:
             kw = {}
             if self.version:
                 kw["version"] = self.version
-            provision.provision(self.flash, self.id, "sim", self.broker, self.config, self.keys,
+            cfg = self.config
+            if self.ocpp:
+                cfg = dict(cfg or {})
+                cfg["ocpp"] = dict(cfg.get("ocpp") or {}, url=self.ocpp)
+                if not self.broker and "mqtt" not in cfg:
+                    cfg["mqtt"] = {"host": ""}     # OCPP only: no MQTT link
+            provision.provision(self.flash, self.id, "sim", self.broker, cfg, self.keys,
                                 mpy=self.mpy, **kw)
-        elif self.broker:
-            host, port = provision.parse_hostport(self.broker)
-            provision.update_config(self.flash, {"mqtt": {"host": host, "port": port}})
+        else:
+            changes = {}
+            if self.broker:
+                host, port = provision.parse_hostport(self.broker)
+                changes["mqtt"] = {"host": host, "port": port}
+            if self.ocpp:
+                changes["ocpp"] = {"url": self.ocpp}
+            if changes:
+                provision.update_config(self.flash, changes)
 
     def _open_ptys(self):
         # user side: a serial port for mpremote; board side: the process console
@@ -616,6 +629,9 @@ def main(argv=None):
     ap.add_argument("--dir", required=True, help="board directory (flash image, console log)")
     ap.add_argument("--id", default=None, help="device id (default: the directory name)")
     ap.add_argument("--broker", default=None, help="MQTT broker HOST:PORT")
+    ap.add_argument("--ocpp", default=None, metavar="URL",
+                    help="OCPP 1.6J CSMS (ws://HOST:PORT/PATH or wss://...): the board connects to "
+                         "URL/<charge box id>; written into ocpp.url of a new or existing flash")
     ap.add_argument("--control-port", type=int, default=None,
                     help="TCP port of the control channel on 127.0.0.1 (default: a free one)")
     ap.add_argument("--pty-link", default=None, help="make this path a symlink to the console pty")
@@ -654,7 +670,7 @@ def main(argv=None):
     try:
         b = VBoard(a.dir, id=a.id, broker=a.broker, control_port=a.control_port, pty_link=a.pty_link,
                    heap=a.heap, fresh=a.fresh, keys=a.key, config=config,
-                   echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank)
+                   echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank, ocpp=a.ocpp)
     except ValueError as e:
         ap.error(str(e))
 

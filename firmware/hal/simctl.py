@@ -279,6 +279,12 @@ class SimCtl:
         if self.agent is not None:
             self.agent.reset_stats()
 
+    def _c_tag(self, req):
+        # an RFID card held to the reader: idTag (OCPP: Authorize.req first)
+        if self.agent is None:
+            raise ValueError("no agent")
+        self.agent.tag(req.get("tag"))
+
     def _c_command(self, req):
         # the agent's backend command handler, without MQTT (tests, demo)
         if self.agent is None:
