@@ -18,15 +18,24 @@ def teardown():
     simflash.rmtree(_dir)
 
 
+def _install():
+    simflash.rmtree(_dir)
+    import os
+    os.mkdir(_dir)
+    mptest.eq(config.install(_dir, {"device_id": "cp-1", "board": "sim", "max_current_a": 16}), None)
+
+
 def test_defaults_have_no_ocpp_link():
+    _install()
     c = config.load(_dir)
     mptest.eq(c["ocpp"], {"url": None, "charge_box_id": None, "auth_key": None, "ca": None})
 
 
-def test_valid_ocpp_settings_are_stored():
+def test_valid_ocpp_settings_are_stored_by_the_installer():
+    _install()
     mptest.eq(config.update(_dir, {"ocpp": {"url": "ws://10.0.0.2:9000/ocpp", "charge_box_id": "cp-1",
                                              "auth_key": "0123456789abcdef"},
-                                    "mqtt": {"host": ""}}), None)
+                                    "mqtt": {"host": ""}}, installer=True), None)
     c = config.load(_dir)
     mptest.eq(c["ocpp"]["url"], "ws://10.0.0.2:9000/ocpp")
     mptest.eq(c["mqtt"]["host"], "")
@@ -34,7 +43,16 @@ def test_valid_ocpp_settings_are_stored():
     mptest.eq(c["ocpp"]["auth_key"], "0123456789abcdef")
 
 
+def test_a_remote_change_of_the_ocpp_endpoint_is_refused():
+    _install()
+    before = config.load(_dir)
+    err = config.update(_dir, {"ocpp": {"url": "ws://evil.example/ocpp"}})
+    mptest.true(err is not None and err.startswith("installer setting: ocpp"), err)
+    mptest.eq(config.load(_dir), before)
+
+
 def test_bad_ocpp_settings_are_refused_and_change_nothing():
+    _install()
     before = config.load(_dir)
     for changes, words in (
             ({"ocpp": {"url": "http://x/ocpp"}}, "ocpp.url must be null or a ws://"),
@@ -43,17 +61,22 @@ def test_bad_ocpp_settings_are_refused_and_change_nothing():
             ({"ocpp": {"auth_key": "short"}}, "ocpp.auth_key must be a string of 8..64"),
             ({"ocpp": {"bogus": 1}}, "unknown key: ocpp.bogus"),
             ({"ocpp": "ws://x"}, "ocpp must be an object")):
-        err = config.update(_dir, changes)
+        err = config.update(_dir, changes, installer=True)
         mptest.true(err is not None and err.startswith(words), changes, err)
     mptest.eq(config.load(_dir), before)
 
 
-def test_a_file_with_wss_but_no_ca_loads_without_the_url():
+def test_a_legacy_file_with_wss_but_no_ca_fails_closed():
+    simflash.rmtree(_dir)
+    import os
+    os.mkdir(_dir)
     with open(_dir + "/config.json", "w") as f:
-        json.dump({"ocpp": {"url": "wss://csms.example/ocpp"}}, f)
+        json.dump({"device_id": "cp-1", "board": "sim", "max_current_a": 16,
+                   "ocpp": {"url": "wss://csms.example/ocpp"}}, f)
     c = config.load(_dir)
+    mptest.eq(c["max_current_a"], 0)
     mptest.eq(c["ocpp"]["url"], None)
-    mptest.true("ocpp.url wss:// needs ocpp.ca" in config.last_error, config.last_error)
+    mptest.true(c.get("fault") and "no current offered" in c["fault"], c.get("fault"))
 
 
 def test_rpc_framing_and_decoding():
