@@ -294,6 +294,7 @@ class Evse:
         self._chg_t = None
         self._off_t = None
         self._f_t = None
+        self._f_why = 0
         self._probe_n = 0
         self._paused = False
         # contactor
@@ -365,9 +366,10 @@ class Evse:
             self._faults = f
             if f & _F_WELDED:
                 self._fail_selftest("relay_welded")
-            else:
-                return self._selftest(t, s, c)
-            f = self._faults
+                self._rcd_prev = bool(s.rcd_fault)
+            elif self._selftest(t, s, c):
+                return c
+            f = self._faults  # ended in this step: the normal rules from here
 
         # RCD: every rising edge is a trip; re-close only after the retry delay
         tf = 0
@@ -513,7 +515,6 @@ class Evse:
             tf |= _F_PP
         self._faults = f
         allf = f | tf
-        self._allf = allf
 
         # sessions
         sess = self._sess
@@ -595,6 +596,7 @@ class Evse:
         elif allf and (mode == _M_PWM or prev_relay):
             new = _M_F  # fault stop: F first
             self._f_t = t
+            self._f_why = allf
         elif mode == _M_F and self._f_t is not None and (t - self._f_t) & m < _F_MIN_MS:
             new = _M_F
         elif (sess is None or self._paused or allf or av < 6
@@ -646,6 +648,12 @@ class Evse:
                 self._set_offer(tgt)
                 self._chg_t = t
         mode = self._mode
+        rep = allf
+        if mode == _M_F:  # keep reporting what stopped us while the CP is not read
+            rep |= self._f_why
+        else:
+            self._f_why = 0
+        self._allf = rep
         if self._off_t is not None and (t - self._off_t) & m >= self._c1:
             self._off_t = None
 
@@ -669,7 +677,7 @@ class Evse:
         c.relay = relay
         c.duty = self._duty
         c.state = "F" if (mode == _M_F or f & _LATCHED) else _LETTER[st]
-        c.fault = _fault_code(allf)
+        c.fault = _fault_code(rep)
         c.current_a = self._offer_a
         c.available_a = av
         c.source = src
@@ -716,12 +724,13 @@ class Evse:
                 self._st_n = 0
                 if p == _ST_DONE:
                     self._rcd_prev = bool(s.rcd_fault)
-                    return self._st_end(c)
+                    return False
         else:
             self._st_n = 0
             if not first and (t - self._st_t) & self._mask >= _ST_TIMEOUT[p]:
                 self._fail_selftest(_ST_REASON[p])
-                return self._st_end(c)
+                self._rcd_prev = bool(s.rcd_fault)  # no trip counted for the test
+                return False
         c.relay = False
         c.duty = _DUTY_F if p == _ST_NEG else _DUTY_OFF
         c.state = "F" if p == _ST_NEG else "A"
@@ -732,29 +741,7 @@ class Evse:
         c.session_active = False
         c.rcd_test = p == _ST_RCD_ON
         c.ev_connected = self._conn
-        return c
-
-    def _st_end(self, c):
-        # the self-test ended within this step: output the safe state; the
-        # normal rules run from the next step on
-        f = self._faults
-        self._allf = f
-        if f & _LATCHED:
-            self._mode = _M_F
-            self._duty = _DUTY_F
-            self._f_t = self._t
-        else:
-            self._mode = _M_OFF
-            self._duty = _DUTY_OFF
-        c.relay = False
-        c.duty = self._duty
-        c.state = "F" if f & _LATCHED else "A"
-        c.fault = _fault_code(f)
-        c.current_a = 0
-        c.available_a = 0
-        c.session_active = False
-        c.rcd_test = False
-        return c
+        return True
 
     def _fail_selftest(self, reason):
         self._stp = _ST_FAILED
@@ -918,6 +905,7 @@ class Evse:
         again. Returns the latched fault codes left (a tuple)."""
         if not local:
             self._faults &= _LATCHED
+            self._f_why &= _LATCHED
             self._dbad = 0
             self._oc_t = None
             return tuple(_CODES[i] for i in range(3) if self._faults & (1 << i))
@@ -926,6 +914,7 @@ class Evse:
             self._st_t = None
             self.selftest_reason = None
         self._faults = 0
+        self._f_why = 0
         self._trips = 0
         self._rcd_t = None
         self._rcd_prev = False
