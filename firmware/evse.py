@@ -84,6 +84,27 @@ _DUTY_F = 0.0
 _NLIM = const(8)
 _RESERVED = ("max", "cable", "fallback", "temperature")
 _EXPIRED = const(-1)
+# indexes into Evse._k (the settings)
+_K_C1 = const(0)
+_K_FB = const(1)
+_K_HOLDOFF = const(2)
+_K_INTERVAL = const(3)
+_K_LOG_MAX = const(4)
+_K_MAX = const(5)
+_K_NEED_AUTH = const(6)
+_K_OC_MS = const(7)
+_K_RCD_MAX = const(8)
+_K_RCD_RETRY = const(9)
+_K_RCD_ST = const(10)
+_K_RELAY_CHECK = const(11)
+_K_T_DERATE = const(12)
+_K_T_DERATE_CLR = const(13)
+_K_T_STOP = const(14)
+_K_T_STOP_CLR = const(15)
+_K_FALLBACK = const(16)
+_K_DERATE_A = const(17)
+_K_AUTH_TO = const(18)
+_K_VENT = const(19)
 
 
 def _fault_code(bits):
@@ -221,36 +242,38 @@ class Evse:
         self._mask = p - 1
         half = p >> 1
         self._half = half
-        self._max = _setting("max_current_a", max_current_a, 0, 80, True)
-        self._fallback = _setting("fallback_current_a", fallback_current_a, 0, 80, True)
-        self._rcd_retry = _setting("rcd_retry_ms", rcd_retry_ms, 0, half - 1)
-        self._rcd_max = _setting("rcd_max_trips", rcd_max_trips, 1, 100)
+        k_max = _setting("max_current_a", max_current_a, 0, 80, True)
+        k_fallback = _setting("fallback_current_a", fallback_current_a, 0, 80, True)
+        k_rcd_retry = _setting("rcd_retry_ms", rcd_retry_ms, 0, half - 1)
+        k_rcd_max = _setting("rcd_max_trips", rcd_max_trips, 1, 100)
         self._deb = _setting("debounce", debounce, 1, 10)
         _setting("period_ms", period_ms, 1, 100)
         if debounce * period_ms > 100:
             raise ValueError("debounce=%d at period_ms=%d opens the contactor after %d ms, "
                              "over the 100 ms of IEC 61851-1" % (debounce, period_ms,
                                                                  debounce * period_ms))
-        self._relay_check = _setting("relay_check_ms", relay_check_ms, 1, 60000)
-        self._c1 = _setting("c1_timeout_ms", c1_timeout_ms, 3000, 6000)
-        self._interval = _setting("duty_interval_ms", duty_interval_ms, 5000, 600000)
-        self._auth_to = _opt_setting("auth_timeout_ms", auth_timeout_ms, 1, half - 1)
-        self._log_max = _setting("session_log", session_log, 1, 100)
-        self._holdoff = _setting("relay_holdoff_ms", relay_holdoff_ms, 0, 60000)
-        self._oc_ms = _setting("overcurrent_ms", overcurrent_ms, 1000, 60000)
-        self._t_derate = _setting("temp_derate_c", temp_derate_c, 0, 150, True)
-        self._t_stop = _setting("temp_stop_c", temp_stop_c, temp_derate_c + _TEMP_HYST, 150, True)
-        self._t_stop_clr = temp_stop_c - _TEMP_HYST
-        self._t_derate_clr = temp_derate_c - _TEMP_HYST
+        k_relay_check = _setting("relay_check_ms", relay_check_ms, 1, 60000)
+        k_c1 = _setting("c1_timeout_ms", c1_timeout_ms, 3000, 6000)
+        k_interval = _setting("duty_interval_ms", duty_interval_ms, 5000, 600000)
+        k_auth_to = _opt_setting("auth_timeout_ms", auth_timeout_ms, 1, half - 1)
+        k_log_max = _setting("session_log", session_log, 1, 100)
+        k_holdoff = _setting("relay_holdoff_ms", relay_holdoff_ms, 0, 60000)
+        k_oc_ms = _setting("overcurrent_ms", overcurrent_ms, 1000, 60000)
+        k_t_derate = _setting("temp_derate_c", temp_derate_c, 0, 150, True)
+        k_t_stop = _setting("temp_stop_c", temp_stop_c, temp_derate_c + _TEMP_HYST, 150, True)
+        k_t_stop_clr = temp_stop_c - _TEMP_HYST
+        k_t_derate_clr = temp_derate_c - _TEMP_HYST
         if temp_derate_a is None:
             temp_derate_a = max(6, max_current_a // 2)
-        self._derate_a = _setting("temp_derate_a", temp_derate_a, 0, 80, True)
+        k_derate_a = _setting("temp_derate_a", temp_derate_a, 0, 80, True)
         self._s_wh0 = _opt_setting("session_max_wh", session_max_wh, 1, 10 ** 6, True)
         self._s_ms0 = _opt_setting("session_max_ms", session_max_ms, 1000, half - 1)
-        self._vent = bool(ventilation)
-        self._need_auth = bool(require_auth)
-        self._fb = bool(relay_feedback)
-        self._rcd_st = bool(rcd_selftest)
+        k_vent = bool(ventilation)
+        k_need_auth = bool(require_auth)
+        k_fb = bool(relay_feedback)
+        k_rcd_st = bool(rcd_selftest)
+        # settings: one tuple (fewer instance attributes, smaller instance dict)
+        self._k = (k_c1, k_fb, k_holdoff, k_interval, k_log_max, k_max, k_need_auth, k_oc_ms, k_rcd_max, k_rcd_retry, k_rcd_st, k_relay_check, k_t_derate, k_t_derate_clr, k_t_stop, k_t_stop_clr, k_fallback, k_derate_a, k_auth_to, k_vent)
         self._cmd = Command()
         # clock: internal ticks (same period), advanced by forward now_ms steps
         self._last = None
@@ -339,10 +362,11 @@ class Evse:
         prev_relay = c.relay
         f = self._faults
         deb = self._deb
+        k = self._k
 
         # contactor feedback: closed before any close command = welded at once;
         # else disagreeing with the command for relay_check_ms
-        if self._fb:
+        if k[_K_FB]:
             rc = bool(s.relay_closed)
             if not self._closed_once:
                 if rc:
@@ -358,7 +382,7 @@ class Evse:
                 self._mm_t = t
                 self._mm_cmd = prev_relay
                 self._mm_hit = False
-            elif self._mm_hit or (t - self._mm_t) & m >= self._relay_check:
+            elif self._mm_hit or (t - self._mm_t) & m >= k[_K_RELAY_CHECK]:
                 self._mm_hit = True
                 f |= _F_STUCK if prev_relay else _F_WELDED
 
@@ -376,14 +400,14 @@ class Evse:
         if s.rcd_fault:
             if not self._rcd_prev:
                 self._trips += 1
-                if self._trips >= self._rcd_max:
+                if self._trips >= k[_K_RCD_MAX]:
                     f |= _F_RCD_LATCH
             self._rcd_prev = True
             self._rcd_t = t
         else:
             self._rcd_prev = False
         if self._rcd_t is not None:
-            if s.rcd_fault or (t - self._rcd_t) & m < self._rcd_retry:
+            if s.rcd_fault or (t - self._rcd_t) & m < k[_K_RCD_RETRY]:
                 tf |= _F_RCD_TRIP
             else:
                 self._rcd_t = None
@@ -414,7 +438,7 @@ class Evse:
                 r = _BAD
             # samples in a row where the contactor may not be closed (any
             # mix of levels): the contactor opens after `debounce` of them
-            if r == _C or (r == _D and self._vent):
+            if r == _C or (r == _D and k[_K_VENT]):
                 self._nc = 0
             elif self._nc < 100:
                 self._nc += 1
@@ -447,19 +471,9 @@ class Evse:
             self._diode_ok = False
 
         # PP cable rating (IEC 61851-1 table B.2), debounced
-        pp = s.pp_ohm
-        if pp is None:
+        r = pp_rating(s.pp_ohm)
+        if r is None:
             r = _PP_NONE
-        elif pp < 60 or pp > 4500:
-            r = 0
-        elif pp <= 140:
-            r = 63
-        elif pp <= 308:
-            r = 32
-        elif pp <= 936:
-            r = 20
-        else:
-            r = 13
         if r == self._pp_cand:
             if self._pp_cnt < 100:
                 self._pp_cnt += 1
@@ -475,7 +489,7 @@ class Evse:
         if prev_relay and ia is not None and ia > self._oc_lim:
             if self._oc_t is None:
                 self._oc_t = t
-            elif (t - self._oc_t) & m >= self._oc_ms:
+            elif (t - self._oc_t) & m >= k[_K_OC_MS]:
                 f |= _F_OC
         else:
             self._oc_t = None
@@ -485,9 +499,9 @@ class Evse:
         tc = s.temperature_c
         if tc is not None:
             h = self._hot
-            if tc >= self._t_stop or (h == 2 and tc >= self._t_stop_clr):
+            if tc >= k[_K_T_STOP] or (h == 2 and tc >= k[_K_T_STOP_CLR]):
                 lvl = 2
-            elif tc >= self._t_derate or (h and tc >= self._t_derate_clr):
+            elif tc >= k[_K_T_DERATE] or (h and tc >= k[_K_T_DERATE_CLR]):
                 lvl = 1
             else:
                 lvl = 0
@@ -509,7 +523,7 @@ class Evse:
                 self._end("ev_disconnected")
         if st >= _E and st != _UNK:
             tf |= _F_CP
-        if st == _D and not self._vent:
+        if st == _D and not k[_K_VENT]:
             tf |= _F_VENT
         if conn and self._pp_a == 0:
             tf |= _F_PP
@@ -518,7 +532,7 @@ class Evse:
 
         # sessions
         sess = self._sess
-        if self._auth_t is not None and (t - self._auth_t) & m >= self._auth_to:
+        if self._auth_t is not None and (t - self._auth_t) & m >= k[_K_AUTH_TO]:
             self._auth = False
             self._auth_tag = None
             self._auth_t = None
@@ -548,13 +562,13 @@ class Evse:
                         self._end("duration_limit")
                         self._blocked = True
                         sess = None
-        elif conn and not self._blocked and not f & _LATCHED and (self._auth or not self._need_auth):
+        elif conn and not self._blocked and not f & _LATCHED and (self._auth or not k[_K_NEED_AUTH]):
             self._start(s.energy_wh)
             sess = self._sess
 
         # available current: min(max, cable, limits, temperature); expired
         # limits -> fallback. hard: the part that must hold at once.
-        av = self._max
+        av = k[_K_MAX]
         src = "max"
         pa = self._pp_a
         if conn and pa != 0 and pa != _PP_NONE and pa < av:
@@ -571,8 +585,8 @@ class Evse:
             if st0 is not None and st0 != _EXPIRED and (t - st0) & m >= self._lim_ttl[i]:
                 lt[i] = st0 = _EXPIRED
             if st0 == _EXPIRED:
-                if self._fallback < av:
-                    av = self._fallback
+                if k[_K_FALLBACK] < av:
+                    av = k[_K_FALLBACK]
                     src = "fallback"
             else:
                 if a < av:
@@ -580,15 +594,15 @@ class Evse:
                     src = self._lim_n[i]
                 if self._lim_h[i] and a < hard:
                     hard = a
-        if self._hot and self._derate_a < av:
-            av = self._derate_a
+        if self._hot and k[_K_DERATE_A] < av:
+            av = k[_K_DERATE_A]
             src = "temperature"
         tgt = av
         if 51 < tgt < 52.5:  # the vehicle cannot read more than 51 A here
             tgt = 51
 
         # pilot: offer only with a session, not paused, no fault, in B/C(/D)
-        ready = self._chg_t is None or (t - self._chg_t) & m >= self._interval
+        ready = self._chg_t is None or (t - self._chg_t) & m >= k[_K_INTERVAL]
         if ready:
             self._chg_t = None
         if f & _LATCHED:
@@ -600,7 +614,7 @@ class Evse:
         elif mode == _M_F and self._f_t is not None and (t - self._f_t) & m < _F_MIN_MS:
             new = _M_F
         elif (sess is None or self._paused or allf or av < 6
-              or not (st == _B or st == _C or (st == _D and self._vent))):
+              or not (st == _B or st == _C or (st == _D and k[_K_VENT]))):
             new = _M_OFF
         else:
             new = _M_PWM
@@ -654,12 +668,12 @@ class Evse:
         else:
             self._f_why = 0
         self._allf = rep
-        if self._off_t is not None and (t - self._off_t) & m >= self._c1:
+        if self._off_t is not None and (t - self._off_t) & m >= k[_K_C1]:
             self._off_t = None
 
         # contactor
         relay = False
-        if not allf and (st == _C or (st == _D and self._vent)) and self._nc < deb:
+        if not allf and (st == _C or (st == _D and k[_K_VENT])) and self._nc < deb:
             if mode == _M_PWM:  # close on `debounce` samples in a row at this level
                 relay = prev_relay or (self._diode_ok and self._cand == st and self._cnt >= deb
                                        and self._open_t is None)
@@ -671,7 +685,7 @@ class Evse:
                 self._closed_once = True
             else:
                 self._open_t = t
-        if self._open_t is not None and (t - self._open_t) & m >= self._holdoff:
+        if self._open_t is not None and (t - self._open_t) & m >= k[_K_HOLDOFF]:
             self._open_t = None
 
         c.relay = relay
@@ -717,7 +731,7 @@ class Evse:
             self._st_n += 1
             if self._st_n >= self._deb:
                 p += 1
-                if p == _ST_FAILED or (p == _ST_RCD_IDLE and not self._rcd_st):
+                if p == _ST_FAILED or (p == _ST_RCD_IDLE and not self._k[_K_RCD_ST]):
                     p = _ST_DONE
                 self._stp = p
                 self._st_t = t
@@ -789,7 +803,7 @@ class Evse:
         rec = {"id": x[0], "start_ms": x[1], "stop_ms": self._last, "reason": reason,
                "energy_wh": self._energy(), "tag": x[2]}
         self._sess = None
-        if len(self._done) >= self._log_max:
+        if len(self._done) >= self._k[_K_LOG_MAX]:
             self._done.pop(0)
             self.sessions_dropped += 1
         self._done.append(rec)
@@ -835,7 +849,7 @@ class Evse:
             return
         self._auth = True
         self._auth_tag = tag
-        self._auth_t = None if self._auth_to is None else self._t
+        self._auth_t = None if self._k[_K_AUTH_TO] is None else self._t
         self._blocked = False
 
     def stop_session(self, reason="remote"):
