@@ -875,6 +875,15 @@ class Evse:
     def paused(self):
         return self._paused
 
+    # installer settings: constructor only, read-only here
+    @property
+    def max_current_a(self):
+        return self._k[_K_MAX]
+
+    @property
+    def ventilation(self):
+        return self._k[_K_VENT]
+
     # -- limits and faults ------------------------------------------------------
     def set_limit(self, source, amps, ttl_ms=None, hard=False):
         """Limit the offered current from `source` to `amps` (0..80, None

@@ -153,7 +153,7 @@ def test_ventilation():
     r = None
     for row in rows:
         vent, letter, relay, fault = row
-        if r is None or r.e._vent != vent:
+        if r is None or r.e.ventilation != vent:
             r = Rig(ventilation=vent)
             r.charging()
         r.ev(letter)
