@@ -177,7 +177,11 @@ class Agent:
             self._relay = c.relay
             if c.rcd_test != self._rcdt:
                 self._rcdt = c.rcd_test
-                b.rcd_test(c.rcd_test)
+                try:
+                    b.rcd_test(c.rcd_test)
+                except OSError:
+                    pass   # no test winding fitted: the self-test fails (rcd_no_trip), closed
+
             if not self._hung:
                 b.wdt_feed()
         except BaseException:
