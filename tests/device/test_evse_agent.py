@@ -60,15 +60,22 @@ def test_self_test_drives_the_rcd_test_winding_then_charges():
     mptest.eq((b.contacts_closed, a.cmd.fault), (True, None), "charging after the self-test")
 
 
+class _NoWinding(SimBoard):
+    # a board without an RCD test pin (the machine backends raise OSError)
+    def rcd_test(self, on):
+        raise OSError("no rcd_test pin fitted")
+
+
 def test_failed_self_test_leaves_f_with_the_reason():
     # (board fault, reason)
-    for how, why in (("rcd_dead", "rcd_no_trip"), ("weld", "relay_welded"), ("short", "cp_negative")):
-        b = SimBoard(relay_delay_ms=30)
+    for how, why in (("rcd_dead", "rcd_no_trip"), ("weld", "relay_welded"), ("short", "cp_negative"),
+                     ("no_pin", "rcd_no_trip")):
+        b = _NoWinding(relay_delay_ms=30) if how == "no_pin" else SimBoard(relay_delay_ms=30)
         if how == "rcd_dead":
             b.rcd_test_works = False
         elif how == "weld":
             b.contacts_closed = b.welded = True   # welded since before the reboot
-        else:
+        elif how == "short":
             b.plug("C")
             b.short_cp()
         a, b = _agent(b)
