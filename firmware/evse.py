@@ -922,13 +922,15 @@ class Evse:
         console's reset: clears latched (relay_welded, rcd_latched,
         selftest_failed: the self-test runs again) and sticky faults, the RCD
         trip count and retry delay. local=False: what remote commands (MQTT,
-        OCPP) call: clears only the sticky faults (diode_missing,
-        relay_stuck_open, overcurrent); latched faults, the RCD trip count and
-        a pending RCD retry stay. A condition still present is detected
+        OCPP) call: clears the sticky faults (diode_missing, relay_stuck_open,
+        overcurrent) and a pending RCD retry; latched faults and the RCD trip
+        count stay (repeated remote clears cannot keep the RCD from latching). A condition still present is detected
         again. Returns the latched fault codes left (a tuple)."""
         if not local:
             self._faults &= _LATCHED
             self._f_why &= _LATCHED
+            if not self._rcd_prev:  # a retry delay ends; an input still set stays
+                self._rcd_t = None
             self._dbad = 0
             self._oc_t = None
             return tuple(_CODES[i] for i in range(3) if self._faults & (1 << i))

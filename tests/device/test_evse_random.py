@@ -178,8 +178,11 @@ def run_seq(seed, trace=None):
                 rcd_prev = False
                 rcd_t = None
                 wcnt = 0
-            elif latched and "rcd_latched" not in left:
-                raise Bad("a remote clear_faults cleared rcd_latched: %r" % (left,))
+            else:
+                if not rcd_prev:
+                    rcd_t = None  # a remote clear ends a retry delay, never the count
+                if latched and "rcd_latched" not in left:
+                    raise Bad("a remote clear_faults cleared rcd_latched: %r" % (left,))
         if rcd and rf() < 0.2:
             rcd = False
         # the sample, as the vehicle answers the pilot we drove last step

@@ -110,3 +110,21 @@ def test_remote_clear_keeps_latched_faults():
         mptest.eq(r.e.clear_faults(), (), row)  # the installer's local reset
         r.ev("C")
         mptest.true(r.until(lambda c: c.relay, 8000) is not None, "charges after a local clear", row)
+
+
+def test_remote_clears_cannot_keep_the_rcd_from_latching():
+    # each trip followed by a remote clear (ends the retry delay, keeps the count)
+    r = Rig(rcd_max_trips=3, rcd_retry_ms=600000)
+    r.charging()
+    for n in (1, 2, 3):
+        r.rcd = True
+        r.step()
+        r.rcd = False
+        r.step()
+        left = r.e.clear_faults(local=False)
+        if n < 3:
+            mptest.eq(left, (), "trip", n)
+            mptest.true(r.until(lambda c: c.relay, 8000) is not None, "re-closes after trip", n)
+    mptest.eq(left, ("rcd_latched",))
+    c = r.run(10000)
+    mptest.eq((c.fault, c.state, c.relay), ("rcd_latched", "F", False))
