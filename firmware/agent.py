@@ -68,7 +68,7 @@ class Agent:
                          fallback_current_a=cfg.get("fallback_current_a", 6),
                          require_auth=bool(cfg.get("require_auth")),
                          period_ms=period_ms, ticks_period=time.ticks_add(0, -1) + 1,
-                         selftest=cfg.get("selftest", True) is not False,
+                         selftest=True,   # every boot: the power-on self-test
                          rcd_selftest=cfg.get("rcd_selftest", True) is not False)
         self._rcdt = False        # RCD test winding as last driven (power-on self-test)
         self._bg_sense = None     # True: the board's sense_into leaves current/temperature

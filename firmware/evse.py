@@ -235,7 +235,7 @@ class Evse:
                  duty_interval_ms=5000, auth_timeout_ms=120000, session_log=8,
                  period_ms=20, ticks_period=1 << 30, relay_holdoff_ms=3000,
                  overcurrent_ms=7000, temp_derate_c=70, temp_stop_c=85, temp_derate_a=None,
-                 session_max_wh=None, session_max_ms=None, selftest=True, rcd_selftest=True):
+                 session_max_wh=None, session_max_ms=None, selftest=False, rcd_selftest=True):
         p = ticks_period
         if type(p) is not int or p < (1 << 24) or p & (p - 1):
             raise ValueError("ticks_period=%r must be a power of two >= 2**24" % (p,))

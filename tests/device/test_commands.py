@@ -27,7 +27,7 @@ class Recorder:
     """A real Evse; records the state-changing calls that completed."""
 
     def __init__(self, evse=None):
-        self.e = evse or Evse(32, selftest=False)
+        self.e = evse or Evse(32)
         self.calls = []
 
     def __getattr__(self, name):

@@ -152,7 +152,7 @@ def _run(seed, d):
         random.seed(seed)
     # a remote clear_faults no longer clears rcd_latched (issue 8): the random
     # RCD trips must not latch for the run to charge
-    ev = Recorder(Evse(32, selftest=False, rcd_max_trips=100, rcd_retry_ms=1000))
+    ev = Recorder(Evse(32, rcd_max_trips=100, rcd_retry_ms=1000))
     up = Updater()
     resets = []
     cmds = Commands(ev, updater=up, root=d, on_reset=resets.append)

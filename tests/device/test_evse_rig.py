@@ -12,9 +12,8 @@ T0 = 5 * 10**11  # virtual time does not start at 0
 
 class Rig:
     def __init__(self, max_current_a=32, period=20, t0=T0, **kw):
-        # the power-on self-test has its own tests (test_evse_safety.py); the
-        # rules of a running charger are tested without it unless asked
-        kw.setdefault("selftest", False)
+        # the power-on self-test (off by default in the core, on in the agent)
+        # has its own tests (test_evse_selftest.py, test_evse_agent.py)
         self.e = Evse(max_current_a, **kw)
         self.s = Sense(cp_high_mv=12000)
         self.t = t0

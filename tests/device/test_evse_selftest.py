@@ -16,7 +16,7 @@ class _Board:
 
 
 def _selftest(b, deb=2, period=20, limit=5000, rcd_selftest=True):
-    e = Evse(32, debounce=deb, rcd_selftest=rcd_selftest)
+    e = Evse(32, debounce=deb, selftest=True, rcd_selftest=rcd_selftest)
     s = Sense()
     c = None
     t = 1000
