@@ -402,6 +402,7 @@ class Agent:
             d["session_active"] = c.session_active
         d["session"] = self.evse.session
         d["paused"] = self.evse.paused
+        d["selftest"] = self.evse.selftest
         bi = self.bootinfo
         d["slot"] = bi.get("slot")
         d["version"] = bi.get("version")

@@ -77,6 +77,18 @@ def test_faults_over_the_control_channel(board):
     board.wait_for({"state": "A", "fault": None}, 10)
 
 
+def test_overcurrent_and_self_test_over_the_control_channel(board):
+    assert board.get()["selftest"] == "ok"
+    board.control("overdraw", a=8)     # the vehicle draws 8 A over the offer
+    board.control("plug", state="C")
+    board.wait_for(lambda: _charging(board), 10)
+    g = board.wait_for({"fault": "overcurrent", "relay": False}, 20)   # after 7 s
+    assert g["selftest"] == "ok"
+    board.control("overdraw", a=0)
+    board.control("unplug")
+    board.wait_for({"state": "A", "fault": None}, 10)
+
+
 def test_bad_control_requests_get_an_error_and_change_nothing(board):
     with pytest.raises(VBoardError, match="unknown cmd"):
         board.control("launch")
