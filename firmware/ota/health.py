@@ -7,6 +7,7 @@
 #               "backend": (link.connected, 30000), "stable_ms": 60000},
 #              timeout_ms=120000, start_ms=now)
 #   h.agent_started(); h.tick() (each control step); h.cp_selftest(ok);
+#   h.selftest(result) (check "selftest": the charging core's power-on self-test);
 #   h.exception(e) (uncaught exception)
 #   r = h.poll(now_ms)  # None: undecided, True: healthy, False: h.reason
 #   settle(r, h.reason, root)   # True -> boot.confirm, False -> boot.rollback
