@@ -63,9 +63,16 @@ class Agent:
         self.wdt_ms = wdt_ms
         self._clock = clock or time.ticks_ms   # wall clock of the work budget
         self._boot = boot
+        # rating and ventilation are installer settings (constructor only);
+        # now_ms is board.ticks_ms(): the core wraps with this port's ticks period
         self.evse = Evse(cfg.get("max_current_a", 32), ventilation=bool(cfg.get("ventilation")),
                          fallback_current_a=cfg.get("fallback_current_a", 6),
-                         require_auth=bool(cfg.get("require_auth")))
+                         require_auth=bool(cfg.get("require_auth")),
+                         period_ms=period_ms, ticks_period=time.ticks_add(0, -1) + 1,
+                         selftest=True,   # every boot: the power-on self-test
+                         rcd_selftest=cfg.get("rcd_selftest", True) is not False)
+        self._rcdt = False        # RCD test winding as last driven (power-on self-test)
+        self._bg_sense = None     # True: the board's sense_into leaves current/temperature
         self.sense = Sense(12000, None, None, False, False)
         self.cmd = None           # the Command of the last step (the same object each time)
         self._duty = None         # duty last written to the CP output
@@ -170,6 +177,8 @@ class Agent:
         self._max_loop_ms = hc.get("max_loop_ms")
         checks = {"agent_started": True, "loop_ticks": 100, "cp_selftest": True,
                   "stable_ms": trial_ms}
+        if self.evse.selftest != "ok":
+            checks["selftest"] = True   # the charging core's power-on self-test
         link = self.link if self.link is not None else self.ocpp
         if link is not None and hc.get("need_mqtt", True):
             checks["backend"] = (lambda: link.connected, trial_ms)
@@ -196,6 +205,13 @@ class Agent:
                 self._duty = d
             b.relay(c.relay)
             self._relay = c.relay
+            if c.rcd_test != self._rcdt:
+                self._rcdt = c.rcd_test
+                try:
+                    b.rcd_test(c.rcd_test)
+                except OSError:
+                    pass   # no test winding fitted: the self-test fails (rcd_no_trip), closed
+
             if not self._hung:
                 b.wdt_feed()
         except BaseException:
@@ -250,6 +266,15 @@ class Agent:
     def _t_ctl(self, now):
         if self.ctl is not None:
             self.ctl.poll()
+        # boards whose sense_into leaves the meter current and temperature out:
+        # refresh them here, about once a second (these reads may allocate)
+        s = self.sense
+        if self._bg_sense is None:
+            self._bg_sense = s.current_a is None and s.temperature_c is None
+        if self._bg_sense and self.ticks % 50 == 1:
+            b = self.board
+            s.current_a = b.meter()[1]
+            s.temperature_c = b.temperature_c()
 
     def _t_link(self, now):
         if self.link is not None:
@@ -317,6 +342,8 @@ class Agent:
             self._selftest = True
             hi = self.sense.cp_high_mv
             h.cp_selftest(hi is not None and hi > 1500 and self.cmd.fault != "cp_error")
+        if "selftest" in h.checks:
+            h.selftest(self.evse.selftest)
         r = h.poll(now)
         if r is None:
             return
@@ -430,6 +457,7 @@ class Agent:
             d["session_active"] = c.session_active
         d["session"] = self.evse.session
         d["paused"] = self.evse.paused
+        d["selftest"] = self.evse.selftest
         bi = self.bootinfo
         d["slot"] = bi.get("slot")
         d["version"] = bi.get("version")

@@ -210,7 +210,9 @@ class Commands:
 
     def _clear_faults(self, msg):
         _only(msg, ())
-        self.evse.clear_faults()
+        # local=False: a remote clear never clears rcd_latched / relay_welded
+        # (those need the installer's local reset); positional for recorders
+        self.evse.clear_faults(False)
 
     def _update_firmware(self, msg):
         # OCPP 1.6 security extension SignedUpdateFirmware.req: requestId,

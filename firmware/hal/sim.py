@@ -63,6 +63,8 @@ class SimBoard:
         self.duty = 100.0
         self.relay_commanded = False
         self.rcd_test_on = False
+        self.rcd_test_works = True    # False: the test winding does not trip the RCD
+        self._test_trip = False       # the trip was caused by the test current alone
         # contactor
         self.contacts_closed = False
         self.welded = False
@@ -73,6 +75,7 @@ class SimBoard:
         self.ev = "A"
         self.diode = True
         self.ev_max_a = 0
+        self.ev_overdraw_a = 0.0      # a faulty EV drawing this much above the offer
         self.cable_pp = None
         self.shorted = False
         # RCD, meter, watchdog
@@ -115,7 +118,7 @@ class SimBoard:
         i = 0.0
         if (self.contacts_closed and self.plugged and not self.shorted
                 and (self.ev == "C" or self.ev == "D")):
-            i = min(_offered_a(self.duty), float(self.ev_max_a))
+            i = min(_offered_a(self.duty), float(self.ev_max_a)) + self.ev_overdraw_a
         self.current_a = i
 
     def _noise(self):
@@ -197,6 +200,7 @@ class SimBoard:
             self._pending_at = self.now_ms + self.relay_delay_ms
 
     def trip(self):
+        self._test_trip = False
         self.rcd_tripped = True
 
     def rcd_reset(self):
@@ -262,9 +266,14 @@ class SimBoard:
         return self.rcd_tripped
 
     def rcd_test(self, on):
+        # a trip caused by the test current alone ends with it (non-latching RDC-DD)
         self.rcd_test_on = bool(on)
-        if on:
+        if on and self.rcd_test_works:
+            self._test_trip = not self.rcd_tripped
             self.rcd_tripped = True
+        elif not on and self._test_trip:
+            self._test_trip = False
+            self.rcd_tripped = False
 
     def meter(self):
         return (self.grid_v, self.current_a, self.energy_wh)
@@ -296,3 +305,5 @@ class SimBoard:
         s.rcd_fault = self.rcd_tripped
         s.relay_closed = self.contacts_closed
         s.energy_wh = self.energy_wh
+        s.current_a = self.current_a
+        s.temperature_c = self.temp_c

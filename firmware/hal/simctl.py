@@ -238,6 +238,14 @@ class SimCtl:
     def _c_temperature(self, req):
         self.board.set_temperature(_num(req, "c", None, -60, 200))
 
+    def _c_overdraw(self, req):
+        # a faulty vehicle drawing this much above the offer (next contactor change)
+        self.board.ev_overdraw_a = float(_num(req, "a", 0, 0, 80))
+
+    def _c_rcd_test_broken(self, req):
+        # a dead RCD test winding: the next power-on self-test fails (rcd_no_trip)
+        self.board.rcd_test_works = not _bool(req, "on", True)
+
     # -- outputs
     def _c_get(self, req):
         b = self.board

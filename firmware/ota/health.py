@@ -7,6 +7,7 @@
 #               "backend": (link.connected, 30000), "stable_ms": 60000},
 #              timeout_ms=120000, start_ms=now)
 #   h.agent_started(); h.tick() (each control step); h.cp_selftest(ok);
+#   h.selftest(result) (check "selftest": the charging core's power-on self-test);
 #   h.exception(e) (uncaught exception)
 #   r = h.poll(now_ms)  # None: undecided, True: healthy, False: h.reason
 #   settle(r, h.reason, root)   # True -> boot.confirm, False -> boot.rollback
@@ -18,7 +19,7 @@ import time
 import boot
 from firmware.ota import job
 
-_KNOWN = ("agent_started", "loop_ticks", "cp_selftest", "backend", "stable_ms")
+_KNOWN = ("agent_started", "loop_ticks", "cp_selftest", "backend", "stable_ms", "selftest")
 
 
 class Health:
@@ -41,6 +42,7 @@ class Health:
         self.result = None
         self._agent = False
         self._cp = None
+        self._st = None           # charging core self-test: None running, "ok", or why it failed
         self._backend = False
         self._exc = None
 
@@ -53,6 +55,10 @@ class Health:
 
     def cp_selftest(self, ok):
         self._cp = bool(ok)
+
+    def selftest(self, result):
+        # the charging core's power-on self-test (Evse.selftest)
+        self._st = result
 
     def exception(self, exc):
         if self._exc is None:
@@ -73,6 +79,8 @@ class Health:
             out.append("loop_ticks")
         if c.get("cp_selftest") and self._cp is not True:
             out.append("cp_selftest")
+        if c.get("selftest") and self._st != "ok":
+            out.append("selftest")
         if c.get("backend") is not None and not self._backend:
             out.append("backend")
         m = c.get("stable_ms")
@@ -89,6 +97,8 @@ class Health:
             return self._verdict(False, "uncaught_exception: %s" % self._exc)
         if c.get("cp_selftest") and self._cp is False:
             return self._verdict(False, "cp_selftest_failed")
+        if c.get("selftest") and self._st is not None and self._st != "ok":
+            return self._verdict(False, "selftest_failed: %s" % self._st)
         b = c.get("backend")
         if b is not None and not self._backend:
             try:

@@ -1,6 +1,7 @@
 # mptest: heapsize=112K
-# Heap: evse.py + commands.py + config.py (protected store) compiled from source, plus
-# 5 KB test payloads; the compiled agent on a board loads .mpy (no compile peak).
+# Heap: evse.py (with the issue-8 supervision) + commands.py + config.py (protected
+# store), plus 5 KB test payloads that need a contiguous block; the agent on a
+# board loads .mpy and holds no such payloads.
 # firmware/commands.py: one reply per command with an id; refused commands change nothing.
 from firmware.evse import Evse, Sense   # first: the largest module to compile from source
 import json
@@ -99,13 +100,45 @@ def test_set_limit_reaches_the_charging_core():
 
 def test_simple_commands():
     ev, c = _make()
-    for name, want in (("pause", ("pause",)), ("resume", ("resume",)), ("clear_faults", ("clear_faults",))):
+    for name, want in (("pause", ("pause",)), ("resume", ("resume",)), ("clear_faults", ("clear_faults", False))):
         mptest.eq(c.handle(name, b'{"id": "x"}'), {"id": "x", "ok": True}, name)
         mptest.eq(ev.calls[-1], want)
     mptest.eq(c.handle("authorize", b'{"id": "x", "tag": "04A1B2"}'), {"id": "x", "ok": True})
     mptest.eq(ev.calls[-1], ("authorize", "04A1B2"))
     mptest.eq(c.handle("stop_session", b'{"id": "x"}'), {"id": "x", "ok": True, "stopped": False})
     mptest.eq(ev.calls[-1], ("stop_session", "remote"))
+
+
+def test_remote_clear_faults_leaves_latched_faults():
+    # (how the fault latches, code): a backend clear_faults must not re-energise
+    for how, code in (("rcd", "rcd_latched"), ("weld", "relay_welded")):
+        e = Evse(32, selftest=False, rcd_max_trips=1)
+        c = Commands(Recorder(e), root=_dir)
+        s = Sense(cp_high_mv=9000, cp_low_mv=-12000)
+        t = 0
+        for i in range(200):
+            if i == 10:
+                s.cp_high_mv = 6000
+            if i == 50:
+                if how == "rcd":
+                    s.rcd_fault = True
+                else:
+                    s.cp_high_mv = 9000   # the EV stops; the contactor stays closed
+            t += 20
+            cmd = e.step(t, s)
+            if how == "rcd" or i < 50:
+                s.relay_closed = cmd.relay
+        mptest.eq((cmd.fault, cmd.state), (code, "F"), how)
+        s.rcd_fault = False
+        s.relay_closed = False
+        mptest.eq(c.handle("clear_faults", b'{"id": 1}'), {"id": 1, "ok": True}, how)
+        for _ in range(300):
+            t += 20
+            cmd = e.step(t, s)
+            mptest.eq((cmd.fault, cmd.relay), (code, False), "after a remote clear", how)
+        e.clear_faults()   # the installer's local reset clears it
+        t += 20
+        mptest.eq(e.step(t, s).fault, None, how)
 
 
 def test_refused_commands_change_nothing():

@@ -5,9 +5,13 @@ from test_evse_rig import Rig, pwm
 
 
 def _trip(r, ms=200):
+    # a trip while the PWM runs (or the contactor is closed) is a fault stop:
+    # F (0.0) at once; a latched trip keeps F
+    was_on = r.c is not None and (pwm(r.c) or r.c.relay)
     r.rcd = True
     c = r.step()
-    mptest.eq((c.relay, c.duty), (False, 100.0) if c.fault == "rcd_trip" else (False, 0.0), c.fault)
+    stop = was_on or c.fault == "rcd_latched"
+    mptest.eq((c.relay, c.duty), (False, 0.0 if stop else 100.0), c.fault, was_on)
     r.run(ms)
     r.rcd = False
     r.step()
@@ -123,7 +127,7 @@ def test_fault_catalogue():
                 r.pp = 20
             else:
                 r.ev("D")
-            c = r.run(1200)
+            c = r.run(1500)  # detected, then 300 ms of F after the fault stop
             mptest.eq((c.fault, c.duty, c.state, c.relay), (fault, duty, state, False), "row", row)
             # the cause goes away, the condition is otherwise back to normal (in C)
             r.weld = r.rcd = r.stuck = False
@@ -166,6 +170,8 @@ def test_reported_fault_priority_and_active_faults():
     r.ev("D")
     r.step()
     r.step()
+    mptest.eq(r.c.fault, "rcd_trip")
+    r.run(400)  # after the 300 ms of F the CP is read again
     mptest.eq(r.c.fault, "rcd_trip")
     mptest.eq(sorted(r.e.active_faults()), ["rcd_trip", "ventilation_required"])
     r.rcd = False

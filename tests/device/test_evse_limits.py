@@ -23,9 +23,13 @@ def test_available_current_table():
         (32, 220, (), 32, "max"),  # tie: max wins
         (80, 220, (), 32, "cable"),
         (80, 100, (), 63, "cable"),
-        (80, 60, (), 63, "cable"), (80, 149, (), 63, "cable"), (80, 150, (), 32, "cable"),
-        (80, 399, (), 32, "cable"), (80, 400, (), 20, "cable"), (80, 999, (), 20, "cable"),
-        (80, 1000, (), 13, "cable"), (80, 4500, (), 13, "cable"),
+        # IEC 61851-1 table B.2 bands; between two bands the lower rating
+        (80, 60, (), 63, "cable"), (80, 80, (), 63, "cable"), (80, 140, (), 63, "cable"),
+        (80, 141, (), 32, "cable"), (80, 149, (), 32, "cable"), (80, 164, (), 32, "cable"),
+        (80, 308, (), 32, "cable"), (80, 309, (), 20, "cable"), (80, 330, (), 20, "cable"),
+        (80, 399, (), 20, "cable"), (80, 400, (), 20, "cable"), (80, 936, (), 20, "cable"),
+        (80, 937, (), 13, "cable"), (80, 1100, (), 13, "cable"), (80, 2460, (), 13, "cable"),
+        (80, 4500, (), 13, "cable"),
         (16, 220, (("lb", 10),), 10, "lb"),
         (32, None, (("a", 20), ("b", 12)), 12, "b"),
         (32, 680, (("a", 25), ("b", 30)), 20, "cable"),
@@ -104,7 +108,7 @@ def test_ttl_expiry_falls_back():
 
 
 def test_ttl_is_relative_to_the_last_step():
-    e = Evse(32)
+    e = Evse(32, selftest=False)
     s = Sense(cp_high_mv=9000, cp_low_mv=-12000)
     t = 7 * 10**12
     for i in range(3):
@@ -122,21 +126,26 @@ def test_ttl_is_relative_to_the_last_step():
 
 def test_duty_spacing():
     # (ms after the PWM start, action, offered A after that step)
-    # increases (and restarts) wait 5 s after the last change; reductions and
-    # stops are immediate
+    # while the PWM runs at most one change per 5 s, reductions included
+    # (EVerest IEC_PWM_MAX_UPDATE_INTERVAL); stops are immediate, and a limit
+    # that must hold at once (below 6 A, hard=True) stops instead of waiting
     rows = (
-        (1000, ("lim", 16), 16),  # reduction: immediate
-        (2000, ("lim", 20), 16),  # increase: waits until 6000
-        (5980, None, 16),
-        (6000, None, 20),
-        (6500, ("lim", 10), 10),  # reduction right after a change
-        (7000, ("lim", 4), 0),  # below 6 A: stop now
-        (8000, ("lim", 12), 0),  # restart waits until 12000
-        (11980, None, 0),
-        (12000, None, 12),
-        (12020, ("lim", None), 12),  # back to max: waits until 17000
-        (16980, None, 12),
-        (17000, None, 32),
+        (1000, ("lim", 16), 32),  # reduction: waits until 5000
+        (4980, None, 32),
+        (5000, None, 16),
+        (5500, ("lim", 20), 16),  # increase: waits until 10000
+        (9980, None, 16),
+        (10000, None, 20),
+        (10500, ("lim", 4), 0),  # below 6 A: stop now
+        (11000, ("lim", 12), 0),  # restart waits until 15500
+        (15480, None, 0),
+        (15500, None, 12),
+        (15520, ("lim", None), 12),  # back to max: waits until 20500
+        (20480, None, 12),
+        (20500, None, 32),
+        (21000, ("hard", 10), 0),  # a hard limit below the offer: stop now
+        (25980, None, 0),
+        (26000, None, 10),  # restart at the hard limit 5 s after the stop
     )
     r = Rig(32, period=20)
     r.ev("B")
@@ -152,13 +161,13 @@ def test_duty_spacing():
                 changes.append(r.t - t0)
                 last = r.c.duty
         if act is not None:
-            r.e.set_limit("site", act[1])
+            r.e.set_limit("site", act[1], hard=act[0] == "hard")
         r.step()
         if r.c.duty != last:
             changes.append(r.t - t0)
             last = r.c.duty
         mptest.eq(r.c.current_a, amps, "row", row)
-    mptest.eq(changes, [1000, 6000, 6500, 7000, 12000, 17000])
+    mptest.eq(changes, [5000, 10000, 10500, 15500, 20500, 21000, 26000])
 
 
 def test_set_limit_bad_input_changes_nothing():
@@ -183,7 +192,7 @@ def test_set_limit_bad_input_changes_nothing():
 
 
 def test_too_many_sources():
-    e = Evse(32)
+    e = Evse(32, selftest=False)
     for i in range(8):
         e.set_limit("s%d" % i, 20 + i)
     mptest.raises(ValueError, e.set_limit, "s8", 10)
@@ -214,14 +223,18 @@ def test_bad_settings_are_rejected():
 
 
 def test_time_going_backwards_counts_as_no_time():
-    e = Evse(32)
-    s = Sense(cp_high_mv=9000, cp_low_mv=-12000)
-    for i in range(3):
-        e.step(10**9 + 20 * i, s)
-    e.set_limit("backend", 10, ttl_ms=1000)
-    c = e.step(5, s)  # the clock wrapped / restarted
-    mptest.eq(c.source, "backend")
-    c = e.step(990, s)  # 985 ms after the jump: 985 ms of TTL used
-    mptest.eq(c.source, "backend")
-    c = e.step(1010, s)
-    mptest.eq(c.source, "fallback")
+    # now_ms is compared ticks_diff-style (period 2**30 here): a step back
+    # counts as no time, a wrap forward as the time it is
+    for base, back in ((10**9, 1000), (5, 2000), ((1 << 30) - 30, 100)):
+        e = Evse(32, selftest=False)
+        s = Sense(cp_high_mv=9000, cp_low_mv=-12000)
+        for i in range(3):
+            e.step((base + 20 * i) & ((1 << 30) - 1), s)
+        t = (base + 40 - back) & ((1 << 30) - 1)  # back in time
+        e.set_limit("backend", 10, ttl_ms=1000)
+        c = e.step(t, s)
+        mptest.eq(c.source, "backend", base)
+        c = e.step((t + 985) & ((1 << 30) - 1), s)  # 985 ms of TTL used
+        mptest.eq(c.source, "backend", base)
+        c = e.step((t + 1005) & ((1 << 30) - 1), s)
+        mptest.eq(c.source, "fallback", base)

@@ -78,9 +78,12 @@ def test_debounce_setting():
 def test_cp_error_is_not_latched():
     r = Rig()
     r.charging()
-    for mv in (0, 15000, -4000):
+    for k, mv in enumerate((0, 15000, -4000)):
         r.hi = mv
         c = r.run(100)
+        # the first one stops a running PWM: F (0.0) for 300 ms, then +12 V
+        mptest.eq((c.fault, c.relay, c.duty), ("cp_error", False, 0.0 if k == 0 else 100.0), mv)
+        c = r.run(300)
         mptest.eq((c.fault, c.relay, c.duty), ("cp_error", False, 100.0), mv)
         r.ev("B")
         c = r.run(100)
@@ -115,6 +118,9 @@ def test_missing_diode_is_a_fault():
             r.diode = False
             r.ev(letter)
             c = r.run(300)
+        # a fault stop of the PWM: F (0.0) first, +12 V after 300 ms
+        mptest.eq((c.fault, c.relay, c.duty, c.current_a), ("diode_missing", False, 0.0, 0), "row", row)
+        c = r.run(320)
         mptest.eq((c.fault, c.relay, c.duty, c.current_a), ("diode_missing", False, 100.0, 0), "row", row)
         # sticky while plugged, even when the reading would be good again
         r.diode = True
@@ -144,7 +150,7 @@ def test_single_bad_low_sample_is_ignored():
 
 def test_relay_waits_for_a_verified_diode():
     # no low-level reading while the PWM runs: the diode is never verified, no close
-    e = Evse(32)
+    e = Evse(32, selftest=False)
     s = Sense(cp_high_mv=6000)
     for i in range(300):
         c = e.step(1000 + 20 * i, s)
@@ -156,7 +162,7 @@ def test_relay_waits_for_a_verified_diode():
 
 def test_duty_for_current():
     rows = ((0, 100.0), (5.9, 100.0), (6, 10.0), (10, 16.667), (13, 21.667), (16, 26.667),
-            (20, 33.333), (32, 53.333), (40, 66.667), (51, 85.0), (51.5, 84.6), (52, 84.8),
+            (20, 33.333), (32, 53.333), (40, 66.667), (51, 85.0), (51.5, 85.0), (52, 85.0), (52.4, 85.0), (52.5, 85.0),
             (63, 89.2), (70, 92.0), (80, 96.0))
     for row in rows:
         amps, duty = row
@@ -175,9 +181,11 @@ def test_current_for_duty():
 def test_duty_current_round_trip():
     for a in list(range(6, 52)) + list(range(53, 81)):
         mptest.near(current_for_duty(duty_for_current(a)), a, 0.001, "amps", a)
-    # 51 < A < 52.5 A: the upper formula gives a duty below 85 % that reads
-    # back on the lower formula (a gap of IEC 61851-1 itself)
-    mptest.near(current_for_duty(duty_for_current(52)), 50.88, 0.001)
+    # 51 < A < 52.5 A: the upper formula would give a duty below 85 % that
+    # reads back on the lower formula as less (52 A -> 84.8 % -> 50.88 A):
+    # clamped to 51 A (85 %), what the vehicle reads (as EVerest does)
+    for a in (51.01, 51.5, 52, 52.49):
+        mptest.near(current_for_duty(duty_for_current(a)), 51.0, 0.001, "amps", a)
 
 
 def test_duty_functions_reject_bad_input():
@@ -188,7 +196,7 @@ def test_duty_functions_reject_bad_input():
 
 
 def test_step_returns_the_same_command_object():
-    e = Evse(16)
+    e = Evse(16, selftest=False)
     s = Sense(cp_high_mv=12000)
     c1 = e.step(1000, s)
     s.cp_high_mv = 9000

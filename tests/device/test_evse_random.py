@@ -1,15 +1,18 @@
 # Randomized safety test of the charging core, plus the no-allocation check.
 # Thousands of seeded random sequences (CP levels with noise and out-of-band
 # values, PP values, RCD trips, welded / stuck / lagging feedback, limit
-# changes including bad ones, pause/resume/authorize/stop/clear_faults, time
-# steps of 1-200 ms); the safety invariants are checked after EVERY step.
+# changes including bad ones, pause/resume/authorize/stop/clear_faults (local
+# and remote), time steps of 1-200 ms, a contactor welded at power-up, EVs
+# chattering C/B, EVs drawing more than offered, temperatures around the
+# derate/stop thresholds, the power-on self-test, now_ms wrapping at 2**30);
+# the safety invariants are checked after EVERY step.
 # A failure names the seed and replays it with a trace of the last steps.
 import gc
 import random
 import micropython
 import mptest
 from firmware.evse import Evse, Sense, duty_for_current
-from test_evse_rig import Rig
+from test_evse_rig import Rig, MASK
 
 SEQUENCES = 2000
 STEPS = 400
@@ -20,7 +23,8 @@ PP = (None, None, 100, 220, 680, 1500, 30, 5000, 150, 4500)
 NAMES = ("a", "b", "site", "", "max", 5, None)
 AMPS = (None, 0, 5, 6, 10, 16.5, 32, 80, -1, 81, "x", float("nan"), True)
 TTLS = (None, None, 500, 5000, 0, -1, 1.5)
-LATCHED = ("relay_welded", "rcd_latched")
+LATCHED = ("relay_welded", "rcd_latched", "selftest_failed")
+TEMPS = (None, 25, 25, 66, 72, 79, 84, 86, 95)
 
 
 def band(mv):
@@ -68,18 +72,34 @@ def run_seq(seed, trace=None):
     max_a = random.choice((5, 6, 10, 16, 32, 63, 80))
     rcd_max = ri(1, 4)
     retry = random.choice((0, 500, 3000))
+    holdoff = random.choice((0, 1000, 3000))
+    selftest = rf() < 0.3
     e = Evse(max_a, ventilation=vent, debounce=deb,
              require_auth=rf() < 0.25, rcd_max_trips=rcd_max, rcd_retry_ms=retry,
              fallback_current_a=fallback, relay_feedback=fb_on,
-             auth_timeout_ms=random.choice((None, 2000)))
+             auth_timeout_ms=random.choice((None, 2000)), relay_holdoff_ms=holdoff,
+             selftest=selftest)
     s = Sense(cp_high_mv=12000)
     t = random.getrandbits(30) * 1000 + random.getrandbits(10)  # up to ~1e12 ms
+    if rf() < 0.3:
+        t = (t | MASK) - ri(0, 8000)  # now_ms wraps during the sequence
+    chatter = rf() < 0.15  # an EV toggling C/B every 200 ms
+    overdraw = random.choice((0, 0, 0, 3, 10))  # A drawn above the offer
+    temp_on = rf() < 0.3
+    temp = None
+    oc_t = None
+    last_open = None
+    closed_once = False
+    wcnt = 0
+    f_start = None
     last_t = None
     ev = ri(0, 4)
     diode = rf() < 0.9
     pp = random.choice(PP)
     rcd = False
     fbmode = 0 if rf() < 0.8 else ri(1, 3)  # 0 follows, 1 welded, 2 stuck open, 3 one step late
+    if rf() < 0.05:
+        fbmode = 1  # welded at power-up
     energy = 0.0
     prev_relay = prev2_relay = False
     prev_duty = 100.0
@@ -101,10 +121,16 @@ def run_seq(seed, trace=None):
     latched = False
     rcd_prev = False
     rcd_t = None
+    prev_rcd_test = False
+    hot_run = 0
     for i in range(STEPS):
         dt = ri(1, 40) if rf() < 0.75 else ri(1, 200)
         t += dt
         x = rf()
+        if chatter and ev in (1, 2) and (t // 200) % 2 != ((t - dt) // 200) % 2:
+            ev = 3 - ev  # C <-> B every 200 ms
+        if temp_on and rf() < 0.01:
+            temp = random.choice(TEMPS)
         if x < p_ev:
             ev = ri(0, 4)
         x -= 0.03
@@ -142,12 +168,21 @@ def run_seq(seed, trace=None):
         elif x < 0.093:
             e.stop_session()
         elif x < 0.099:
-            e.clear_faults()
+            local = rf() < 0.5
+            left = e.clear_faults(local)
             lo_bad = 0
-            trips = 0
-            latched = False
-            rcd_prev = False
-            rcd_t = None
+            oc_t = None
+            if local:
+                trips = 0
+                latched = False
+                rcd_prev = False
+                rcd_t = None
+                wcnt = 0
+            else:
+                if not rcd_prev:
+                    rcd_t = None  # a remote clear ends a retry delay, never the count
+                if latched and "rcd_latched" not in left:
+                    raise Bad("a remote clear_faults cleared rcd_latched: %r" % (left,))
         if rcd and rf() < 0.2:
             rcd = False
         # the sample, as the vehicle answers the pilot we drove last step
@@ -169,20 +204,32 @@ def run_seq(seed, trace=None):
         s.cp_high_mv = hi
         s.cp_low_mv = lo
         s.pp_ohm = pp if rf() > 0.01 else ri(0, 6000)
-        s.rcd_fault = rcd
+        s.rcd_fault = rcd or prev_rcd_test
         s.relay_closed = (prev_relay, True, False, prev2_relay)[fbmode]
         energy += 0.01 * dt
         s.energy_wh = energy if seed % 3 else None
-        c = e.step(t, s)
+        meas = None
+        if seed % 2:
+            meas = 0.0
+            if prev_relay and ev in (2, 3):
+                meas = prev_cur + overdraw if prev_cur else float(overdraw)
+        s.current_a = meas
+        s.temperature_c = temp
+        testing = e.selftest is None
+        c = e.step(t & MASK, s)
         last_t = t
-        if rcd:
+        rcd_in = s.rcd_fault
+        if testing:  # the self-test drives the RCD itself: no trips counted
+            pass
+        elif rcd_in:
             if not rcd_prev:
                 trips += 1
                 if trips >= rcd_max:
                     latched = True
             rcd_t = t
-        rcd_prev = rcd
-        if c.state == "A":
+        rcd_prev = rcd_in
+        prev_rcd_test = c.rcd_test
+        if e._st == 0:  # the debounced CP state is A (white box: reported F when latched)
             trips = 0
         ppv = s.pp_ohm
         pp_bad = pp_bad + 1 if ppv is not None and (ppv < 60 or ppv > 4500) else 0
@@ -239,8 +286,12 @@ def run_seq(seed, trace=None):
                 raise Bad("relay closed with fault %r" % c.fault)
             if not (c.state == "C" or (vent and c.state == "D")):
                 raise Bad("relay closed in state %s (ventilation=%r)" % (c.state, vent))
-            if rcd:
+            if rcd_in:
                 raise Bad("relay closed while the RCD reports a fault")
+            if not prev_relay and last_open is not None and t - last_open < holdoff:
+                raise Bad("relay re-closed %d ms after opening (hold-off %d)" % (t - last_open, holdoff))
+            if e.selftest is None:
+                raise Bad("relay closed during the self-test")
             if not pwm and not (prev_relay and t - pwm_off_t < 6000):
                 raise Bad("relay closed with PWM off (not a <6 s ramp-down)")
             if not prev_relay and not pwm:
@@ -271,23 +322,60 @@ def run_seq(seed, trace=None):
             raise Bad("relay %r fault %r %d ms after an RCD trip" % (c.relay, c.fault, t - rcd_t))
         if pp_bad >= deb and c.state in ("B", "C", "D") and (c.relay or c.fault is None):
             raise Bad("PP %r for %d samples: relay %r fault %r" % (ppv, pp_bad, c.relay, c.fault))
-        if c.available_a > lim or (c.state in ("A", "E") and c.available_a != lim):
+        if c.available_a > lim or (c.state in ("A", "E") and c.available_a != lim and not temp_on
+                                   and e.selftest == "ok"):
             raise Bad("available %r A, limits allow %r A (%r)" % (c.available_a, lim, limits))
-        if c.current_a > c.available_a:
-            raise Bad("offering %r A with %r A available" % (c.current_a, c.available_a))
+        if c.current_a > max_a:
+            raise Bad("offering %r A above the %r A rating" % (c.current_a, max_a))
+        # a reduction waits for the 5 s spacing (the EV has 5 s to follow anyway)
+        if c.current_a > c.available_a and (last_change is None or t - last_change >= 5000):
+            raise Bad("offering %r A with %r A available, %r ms after the last change" % (
+                c.current_a, c.available_a, None if last_change is None else t - last_change))
         if pwm and (c.current_a < 6 or abs(c.duty - duty_for_current(c.current_a)) > 1e-9):
             raise Bad("duty %r does not advertise %r A" % (c.duty, c.current_a))
         if not pwm and c.current_a:
             raise Bad("current_a %r without PWM" % c.current_a)
-        if (c.fault in LATCHED) != (c.duty == 0.0) or (c.duty == 0.0) != (c.state == "F"):
-            raise Bad("fault %r with duty %r state %s" % (c.fault, c.duty, c.state))
+        if c.fault in LATCHED and (c.state != "F" or pwm or c.relay):
+            raise Bad("latched fault %r with duty %r state %s" % (c.fault, c.duty, c.state))
+        if c.duty == 0.0 and c.state != "F":
+            raise Bad("duty 0 (-12 V) reported as state %s" % c.state)
         if c.fault is not None and pwm:
             raise Bad("PWM on with fault %r" % c.fault)
-        if c.duty != prev_duty:
-            if pwm and (prev_duty in (0.0, 100.0) or c.current_a > prev_cur):
-                if last_change is not None and t - last_change < 5000:
-                    raise Bad("duty raised %d ms after the previous change" % (t - last_change))
+        prev_pwm = 0.0 < prev_duty < 100.0
+        if c.fault is not None and (prev_pwm or prev_relay) and not pwm and f_start is None:
+            f_start = t  # a fault stop
+            if c.duty != 0.0:
+                raise Bad("fault stop (%r) without state F: duty %r" % (c.fault, c.duty))
+        if f_start is not None:
+            if t - f_start < 300:
+                if c.duty != 0.0:
+                    raise Bad("F left %d ms after the fault stop" % (t - f_start))
+            elif c.duty != 0.0:
+                f_start = None
+        if c.duty != prev_duty and (pwm or prev_pwm):
+            if pwm and last_change is not None and t - last_change < 5000:
+                raise Bad("duty changed %d ms after the previous change" % (t - last_change))
             last_change = t
+        # weld at power-up: feedback closed before any close command
+        if c.relay:
+            closed_once = True
+        if fb_on and not closed_once:
+            wcnt = wcnt + 1 if s.relay_closed else 0
+            if wcnt >= deb and c.fault != "relay_welded":
+                raise Bad("feedback closed for %d samples before any close: fault %r" % (wcnt, c.fault))
+        # overcurrent: above (offered + 0.5) * 1.1 for 7 s with the contactor closed
+        if prev_relay and meas is not None and meas > (prev_cur + 0.5) * 1.1:
+            if oc_t is None:
+                oc_t = t
+            elif t - oc_t >= 7000 + 200 and c.relay:
+                raise Bad("drawing %r A (offer %r) for %d ms, still closed" % (meas, prev_cur, t - oc_t))
+        else:
+            oc_t = None
+        if temp is not None and temp >= 85 and c.relay and hot_run >= deb:
+            raise Bad("contactor closed at %r C" % temp)
+        hot_run = hot_run + 1 if temp is not None and temp >= 85 else 0
+        if prev_relay and not c.relay:
+            last_open = t
         prev2_relay = prev_relay
         prev_relay = c.relay
         prev_duty = c.duty

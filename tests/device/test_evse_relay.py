@@ -153,7 +153,7 @@ def test_ventilation():
     r = None
     for row in rows:
         vent, letter, relay, fault = row
-        if r is None or r.e._vent != vent:
+        if r is None or r.e.ventilation != vent:
             r = Rig(ventilation=vent)
             r.charging()
         r.ev(letter)
@@ -209,6 +209,8 @@ def test_stuck_open_contactor():
     r.run(900)
     mptest.eq((r.c.relay, r.c.fault), (True, None))
     c = r.run(200)
+    mptest.eq((c.relay, c.fault, c.duty), (False, "relay_stuck_open", 0.0))  # F first
+    c = r.run(300)
     mptest.eq((c.relay, c.fault, c.duty), (False, "relay_stuck_open", 100.0))
     mptest.eq(r.c.session_active, True)
     c = r.run(30000)  # no retry while plugged

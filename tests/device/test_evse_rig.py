@@ -4,12 +4,16 @@
 import mptest
 from firmware.evse import Evse, Sense
 
+MASK = (1 << 30) - 1  # the core's default ticks period is 2**30
+
 HI = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0}
 T0 = 5 * 10**11  # virtual time does not start at 0
 
 
 class Rig:
     def __init__(self, max_current_a=32, period=20, t0=T0, **kw):
+        # the power-on self-test (off by default in the core, on in the agent)
+        # has its own tests (test_evse_selftest.py, test_evse_agent.py)
         self.e = Evse(max_current_a, **kw)
         self.s = Sense(cp_high_mv=12000)
         self.t = t0
@@ -23,6 +27,9 @@ class Rig:
         self.fb_lag = 0  # feedback follows the command this many steps late
         self._hist = []
         self.energy = None
+        self.current = None  # measured current (A)
+        self.temp = None  # temperature (C)
+        self.rcd_follows_test = True  # the RCD input trips while rcd_test is on
         self.c = None
 
     def ev(self, letter):
@@ -45,10 +52,12 @@ class Rig:
             s.cp_high_mv = self.hi
             s.cp_low_mv = None if duty == 100.0 else (-12000 if self.diode else -self.hi)
         s.pp_ohm = self.pp
-        s.rcd_fault = self.rcd
+        s.rcd_fault = self.rcd or (self.rcd_follows_test and c is not None and c.rcd_test)
         s.relay_closed = True if self.weld else (False if self.stuck else relay)
         s.energy_wh = self.energy
-        self.c = self.e.step(self.t, s)
+        s.current_a = self.current
+        s.temperature_c = self.temp
+        self.c = self.e.step(self.t & MASK, s)  # now_ms: a wrapping ticks value
         return self.c
 
     def run(self, ms):
