@@ -321,7 +321,15 @@ class Verifier:
                 break
         if idx < 0:
             raise ImageError("image signed by an untrusted key")
-        if not ed25519.verify(self._keys[idx], self._digest, sig):
+        try:
+            ok = ed25519.verify(self._keys[idx], self._digest, sig)
+        except MemoryError:
+            # out of heap is not a bad signature: collect and try once more;
+            # a second MemoryError reaches the caller as what it is
+            import gc
+            gc.collect()
+            ok = ed25519.verify(self._keys[idx], self._digest, sig)
+        if not ok:
             raise ImageError("bad signature")
         self._buf = None
         self._info = ImageInfo(self._hdr, tlv, idx, self._digest, self._end)
