@@ -45,20 +45,8 @@ MP32_HOWTO = ("no 32-bit MicroPython found (tried %s): build one with ../shared/
               "(MicroPython unix port, MICROPY_FORCE_32BIT=1) and run `MP32=path make test`")
 
 
-def mp32_candidates():
-    env = os.environ.get("MP32")
-    if env:
-        return [env]
-    return [os.path.normpath(os.path.join(ROOT, *up, "shared", "mp32", "micropython"))
-            for up in (("..",), ("..", ".."))]
-
-
-def mp32_binary():
-    """Path of the 32-bit unix port, or None."""
-    for c in mp32_candidates():
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    return None
+mp32_candidates = mpunix.mp32_candidates
+mp32_binary = mpunix.mp32_binary
 
 
 def lane_binary(lane):

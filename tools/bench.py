@@ -52,8 +52,7 @@ def mpy_tree():
 
 def lanes():
     """[(lane, binary)]: mp64 always, mp32 when a 32-bit binary is found."""
-    sys.path.insert(0, os.path.join(mpunix.ROOT, "tests"))
-    from conftest import mp32_binary
+    mp32_binary = mpunix.mp32_binary
     out = [("mp64", mpunix.binary())]
     b32 = mp32_binary()
     if b32:

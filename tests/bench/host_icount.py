@@ -20,10 +20,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from tools import mpunix, bench  # noqa: E402
-from conftest import mp32_binary  # noqa: E402
+mp32_binary = mpunix.mp32_binary
 
 PROBE = os.path.join(ROOT, "tests", "bench", "icount_probe.py")
 RATIO = 0.64
