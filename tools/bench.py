@@ -69,6 +69,7 @@ def run_script(path, binary=None):
         extra = [os.path.join(mpunix.ROOT, "tests", "mp"), BENCH_DIR]
         mpy = mpy_tree()
         env = mpunix.env(*(extra + ([mpy] if mpy else [])))
+        env["EVSE_PYTHON"] = sys.executable   # for scripts that start a CPython helper
     else:
         cmd = [sys.executable, path]
         env = dict(os.environ, PYTHONPATH=mpunix.ROOT)

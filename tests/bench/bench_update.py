@@ -21,7 +21,9 @@ from firmware.ota import updater, slots
 
 HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 ROOT = HERE + "/../.."
-PY = sys.executable.rsplit("/", 1)[0] + "/python"
+# the CPython that runs the server: $EVSE_PYTHON (set by tools/bench.py), else
+# the one next to the micropython binary (the venv's)
+PY = os.getenv("EVSE_PYTHON") or sys.executable.rsplit("/", 1)[0] + "/python"
 MP = "/bench"
 R = MP + "/"
 _peak = [0]
