@@ -10,6 +10,10 @@ A device module may start with a header line:
     # mptest: heapsize=128K timeout=600 prep=tests.prep.images:make
 `prep` names a CPython function called with a directory; it writes files the
 device tests read (signed images, ...) through mptest.data_path(name).
+`lanes=own-prep` gives each lane its own prep (its own broker or server:
+client ids, retained messages and sessions of one lane must not meet the
+other's); `lanes=serial` runs the two lanes one after the other. The runner
+sees its lane in $EVSE_LANE.
 
 Lanes: every device module runs on two unix ports at the same heap cap, and
 each test is reported once per lane, the lane in its id:
@@ -54,7 +58,7 @@ def lane_binary(lane):
 
 
 def _header(path):
-    opts = {"heapsize": mpunix.DEFAULT_HEAP, "timeout": "600", "prep": None}
+    opts = {"heapsize": mpunix.DEFAULT_HEAP, "timeout": "600", "prep": None, "lanes": "concurrent"}
     with open(path) as f:
         for line in f:
             if not line.startswith("#"):
@@ -93,6 +97,7 @@ def _start(path, opts, args, lane="mp64"):
     cmd[0] = lane_binary(lane)
     mpy = _firmware_mpy()
     env = mpunix.env(*([MP_DIR, mpy] if mpy else [MP_DIR]))
+    env["EVSE_LANE"] = lane
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
@@ -141,13 +146,14 @@ def _parse(stdout):
 _prep_cache = {}
 
 
-def _prep_dir(spec, tmp_factory):
-    if spec not in _prep_cache:
+def _prep_dir(spec, tmp_factory, lane=None):
+    key = (spec, lane)
+    if key not in _prep_cache:
         modname, _, fn = spec.partition(":")
-        d = str(tmp_factory.mktemp("prep-" + fn))
+        d = str(tmp_factory.mktemp("prep-" + fn + ("-" + lane if lane else "")))
         getattr(importlib.import_module(modname), fn)(d)
-        _prep_cache[spec] = d
-    return _prep_cache[spec]
+        _prep_cache[key] = d
+    return _prep_cache[key]
 
 
 class DeviceTestFailure(Exception):
@@ -181,11 +187,16 @@ class DeviceModule(pytest.File):
                     continue
                 args = ["run"]
                 if self.opts["prep"]:
-                    args.append(_prep_dir(self.opts["prep"], self.session.config._tmp_path_factory))
+                    args.append(_prep_dir(self.opts["prep"], self.session.config._tmp_path_factory,
+                                          ln if self.opts["lanes"] == "own-prep" else None))
                 args += ["--"] + names
-                runs[ln] = _start(str(self.path), self.opts, args, ln)
-            for ln, run in runs.items():
-                rc, out, err = _finish(run)
+                runs[ln] = args
+            serial = self.opts["lanes"] == "serial"
+            started = {} if serial else {
+                ln: _start(str(self.path), self.opts, a, ln) for ln, a in runs.items()}
+            for ln, a in runs.items():
+                rc, out, err = _finish(started[ln] if ln in started else
+                                       _start(str(self.path), self.opts, a, ln))
                 res, current, tail = _parse(out)
                 self._results[ln] = (res, current, tail, rc, err)
         return self._results[lane]
