@@ -45,6 +45,18 @@ def reserve(n=_RESERVE):
             pass
 
 
+def held():
+    return _reserve[0] is not None
+
+
+def _release():
+    # in a frame of its own: no stale copy of the reference may stay on the
+    # caller's value stack, where the conservative GC would still see it
+    r = _reserve[0]
+    _reserve[0] = None
+    return len(r) if r is not None else 0
+
+
 class BundleError(Exception):
     pass
 
@@ -197,15 +209,13 @@ class Reader:
         self.f.seek(self.base + e.offset)
         left = e.size
         src = self.f
-        held = e.flags == FLAG_DEFLATE and _reserve[0] is not None
-        if held:
-            n = len(_reserve[0])
-            _reserve[0] = None
+        n = _release() if e.flags == FLAG_DEFLATE else 0
+        if n:
             gc.collect()
         try:
             self._copy(e, out, src, h, left)
         finally:
-            if held:
+            if n:
                 gc.collect()
                 reserve(n)
 

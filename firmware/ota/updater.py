@@ -472,7 +472,7 @@ class UpdateJob:
         try:
             r = f.poll()
             if r > 0:
-                if bundle._reserve[0] is None:
+                if not bundle.held():
                     # the install's deflate window, held from early in the
                     # download (after the connection's TLS buffers), before
                     # download and verification fragment the heap
@@ -577,7 +577,7 @@ class UpdateJob:
         self._report(INSTALLING)
         try:
             m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
-                              self.root, self.board)
+                              self.root, self.board, self._buf)
             bundle.reserve(0)
         except Exception as e:  # BundleError, SlotError, OSError: the slot is left unbootable
             self._fail(INSTALLATION_FAILED, "install: %s" % e)
