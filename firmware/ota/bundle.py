@@ -42,7 +42,11 @@ def reserve(n=_RESERVE):
         try:
             _reserve[0] = bytearray(n)
         except MemoryError:
-            pass
+            gc.collect()
+            try:
+                _reserve[0] = bytearray(n)
+            except MemoryError:
+                pass
 
 
 def held():
