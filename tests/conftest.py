@@ -10,12 +10,28 @@ A device module may start with a header line:
     # mptest: heapsize=128K timeout=600 prep=tests.prep.images:make
 `prep` names a CPython function called with a directory; it writes files the
 device tests read (signed images, ...) through mptest.data_path(name).
+`lanes=own-prep` gives each lane its own prep (its own broker or server:
+client ids, retained messages and sessions of one lane must not meet the
+other's); `lanes=serial` runs the two lanes one after the other. The runner
+sees its lane in $EVSE_LANE.
+
+Lanes: every device module runs on two unix ports at the same heap cap, and
+each test is reported once per lane, the lane in its id:
+    test_evse_relay.py::test_x[mp64]   the pinned 64-bit port (or $MICROPYTHON)
+    test_evse_relay.py::test_x[mp32]   a 32-bit build (small ints end at 2**30)
+`-k mp32` / `-k "not mp32"` selects a lane. The 32-bit binary is $MP32, else
+../shared/mp32/micropython beside the repo (or beside its worktree); where
+none exists, the mp32 items are skipped saying how to get one. The module's
+test list is read once (on the 64-bit lane), and the two lanes' runs of a
+module go concurrently (two processes, output to temporary files).
 """
 import importlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -27,10 +43,22 @@ from tools import mpunix  # noqa: E402
 DEVICE_DIR = os.path.join(HERE, "device")
 MP_DIR = os.path.join(HERE, "mp")
 MARK = "\x1eMPT "
+ROOT = os.path.dirname(HERE)
+LANES = ("mp64", "mp32")
+MP32_HOWTO = ("no 32-bit MicroPython found (tried %s): build one with ../shared/mp32/build.sh "
+              "(MicroPython unix port, MICROPY_FORCE_32BIT=1) and run `MP32=path make test`")
+
+
+mp32_candidates = mpunix.mp32_candidates
+mp32_binary = mpunix.mp32_binary
+
+
+def lane_binary(lane):
+    return mp32_binary() if lane == "mp32" else mpunix.binary()
 
 
 def _header(path):
-    opts = {"heapsize": mpunix.DEFAULT_HEAP, "timeout": "600", "prep": None}
+    opts = {"heapsize": mpunix.DEFAULT_HEAP, "timeout": "600", "prep": None, "lanes": "concurrent"}
     with open(path) as f:
         for line in f:
             if not line.startswith("#"):
@@ -60,19 +88,41 @@ def _firmware_mpy():
     return _MPY_DIR[0]
 
 
-def _run(path, opts, args):
+def _start(path, opts, args, lane="mp64"):
+    """Start one module run on a lane; output goes to temporary files so that
+    two runs can go on side by side without blocking on a full pipe."""
     mod = os.path.splitext(os.path.basename(path))[0]
     cmd = mpunix.argv(os.path.join(MP_DIR, "runner.py"), os.path.dirname(path), mod, *args,
                       heap=opts["heapsize"])
+    cmd[0] = lane_binary(lane)
     mpy = _firmware_mpy()
     env = mpunix.env(*([MP_DIR, mpy] if mpy else [MP_DIR]))
+    env["EVSE_LANE"] = lane
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+    return p, out, err, time.monotonic() + float(opts["timeout"]), opts["timeout"]
+
+
+def _finish(run):
+    p, out, err, deadline, timeout = run
     try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                           timeout=float(opts["timeout"]), errors="replace")
-        return p.returncode, p.stdout, p.stderr
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return None, out, "timeout after %ss" % opts["timeout"]
+        rc = p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        note = ""
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        rc, note = None, "timeout after %ss" % timeout
+    texts = []
+    for f in (out, err):
+        f.seek(0)
+        texts.append(f.read().decode(errors="replace"))
+        f.close()
+    return rc, texts[0], texts[1] + note
+
+
+def _run(path, opts, args, lane="mp64"):
+    return _finish(_start(path, opts, args, lane))
 
 
 def _parse(stdout):
@@ -96,13 +146,14 @@ def _parse(stdout):
 _prep_cache = {}
 
 
-def _prep_dir(spec, tmp_factory):
-    if spec not in _prep_cache:
+def _prep_dir(spec, tmp_factory, lane=None):
+    key = (spec, lane)
+    if key not in _prep_cache:
         modname, _, fn = spec.partition(":")
-        d = str(tmp_factory.mktemp("prep-" + fn))
+        d = str(tmp_factory.mktemp("prep-" + fn + ("-" + lane if lane else "")))
         getattr(importlib.import_module(modname), fn)(d)
-        _prep_cache[spec] = d
-    return _prep_cache[spec]
+        _prep_cache[key] = d
+    return _prep_cache[key]
 
 
 class DeviceTestFailure(Exception):
@@ -119,27 +170,48 @@ class DeviceModule(pytest.File):
             raise self.CollectError(
                 "MicroPython could not import %s (exit %s):\n%s%s" % (self.path.name, rc, out, err))
         for name in res["__list__"]:
-            yield DeviceItem.from_parent(self, name=name)
+            for lane in LANES:
+                item = DeviceItem.from_parent(self, name="%s[%s]" % (name, lane))
+                item.test, item.lane = name, lane
+                yield item
 
-    def results(self):
+    def results(self, lane):
+        """Results of this module on `lane`; the first call starts the run of
+        every lane that has selected items, concurrently."""
         if self._results is None:
-            names = [i.name for i in self.session.items if i.parent is self]
-            args = ["run"]
-            if self.opts["prep"]:
-                args.append(_prep_dir(self.opts["prep"], self.session.config._tmp_path_factory))
-            args += ["--"] + names
-            rc, out, err = _run(str(self.path), self.opts, args)
-            res, current, tail = _parse(out)
-            self._results = (res, current, tail, rc, err)
-        return self._results
+            self._results = {}
+            runs = {}
+            for ln in LANES:
+                names = [i.test for i in self.session.items if i.parent is self and i.lane == ln]
+                if not names or lane_binary(ln) is None:
+                    continue
+                args = ["run"]
+                if self.opts["prep"]:
+                    args.append(_prep_dir(self.opts["prep"], self.session.config._tmp_path_factory,
+                                          ln if self.opts["lanes"] == "own-prep" else None))
+                args += ["--"] + names
+                runs[ln] = args
+            serial = self.opts["lanes"] == "serial"
+            started = {} if serial else {
+                ln: _start(str(self.path), self.opts, a, ln) for ln, a in runs.items()}
+            for ln, a in runs.items():
+                rc, out, err = _finish(started[ln] if ln in started else
+                                       _start(str(self.path), self.opts, a, ln))
+                res, current, tail = _parse(out)
+                self._results[ln] = (res, current, tail, rc, err)
+        return self._results[lane]
 
 
 class DeviceItem(pytest.Item):
+    test = lane = None
+
     def runtest(self):
-        res, current, tail, rc, err = self.parent.results()
-        r = res.get(self.name)
+        if self.lane == "mp32" and mp32_binary() is None:
+            pytest.skip(MP32_HOWTO % ", ".join(mp32_candidates()))
+        res, current, tail, rc, err = self.parent.results(self.lane)
+        r = res.get(self.test)
         if r is None:
-            if current == self.name:
+            if current == self.test:
                 raise DeviceTestFailure(
                     "MicroPython died during this test (exit %s)\n--- output ---\n%s\n--- stderr ---\n%s"
                     % (rc, tail, err))
@@ -156,7 +228,8 @@ class DeviceItem(pytest.Item):
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, DeviceTestFailure):
-            return "%s (inside MicroPython, heap %s)\n%s" % (self.name, self.parent.opts["heapsize"], excinfo.value)
+            return "%s (inside MicroPython %s, %s, heap %s)\n%s" % (
+                self.name, self.lane, lane_binary(self.lane), self.parent.opts["heapsize"], excinfo.value)
         return super().repr_failure(excinfo)
 
     def reportinfo(self):

@@ -4,6 +4,14 @@ Each script in tests/bench/ is either MicroPython (bench_*.py, run inside the
 unix port; its header may say `# bench: heapsize=96K`) or CPython
 (host_*.py, run with this interpreter). A script reports a figure by printing
 one line:  BENCH <name>|<value>|<unit>|<aim>   (aim may be empty).
+
+Every MicroPython script runs on both lanes, one after the other (never side
+by side: the times would be shared-CPU times): the pinned 64-bit unix port
+(mp64) and the 32-bit build (mp32, $MP32 or ../shared/mp32/micropython, as in
+tests/conftest.py), at the header's heap cap, importing firmware/ as mpy-cross
+bytecode (as a release ships it). The table shows both lanes side by side;
+CPython (host_*) figures have one value. Unix-port times are desktop times:
+host_icount.py adds instruction counts and a Cortex-M estimate.
 """
 import os
 import subprocess
@@ -26,11 +34,42 @@ def _header(path):
     return opts
 
 
-def run_script(path):
+_MPY = []
+
+
+def mpy_tree():
+    """firmware/ compiled once per run (tests/conftest.py does the same)."""
+    if os.environ.get("EVSE_TEST_SOURCE"):
+        return None
+    if not _MPY:
+        import tempfile
+        from tools import release
+        d = tempfile.mkdtemp(prefix="evse-bench-mpy-")
+        release.compile_tree(os.path.join(mpunix.ROOT, "firmware"), d, use_mpy=True)
+        _MPY.append(d)
+    return _MPY[0]
+
+
+def lanes():
+    """[(lane, binary)]: mp64 always, mp32 when a 32-bit binary is found."""
+    mp32_binary = mpunix.mp32_binary
+    out = [("mp64", mpunix.binary())]
+    b32 = mp32_binary()
+    if b32:
+        out.append(("mp32", b32))
+    return out
+
+
+def run_script(path, binary=None):
     name = os.path.basename(path)
     if name.startswith("bench_"):
         cmd = mpunix.argv(path, heap=_header(path)["heapsize"])
-        env = mpunix.env(os.path.join(mpunix.ROOT, "tests", "mp"), BENCH_DIR)
+        if binary:
+            cmd[0] = binary
+        extra = [os.path.join(mpunix.ROOT, "tests", "mp"), BENCH_DIR]
+        mpy = mpy_tree()
+        env = mpunix.env(*(extra + ([mpy] if mpy else [])))
+        env["EVSE_PYTHON"] = sys.executable   # for scripts that start a CPython helper
     else:
         cmd = [sys.executable, path]
         env = dict(os.environ, PYTHONPATH=mpunix.ROOT)
@@ -54,13 +93,26 @@ def main(argv=None):
         if (f.startswith("bench_") or f.startswith("host_")) and f.endswith(".py")
         and (not argv or any(a in f for a in argv))),
         key=lambda p: (not os.path.basename(p).startswith("host_"), p))
-    rows = []
+    ln = lanes()
+    rows = []      # [figure, mp64, mp32, unit, aim]
     for s in scripts:
-        r, dt = run_script(s)
-        rows += r
-        sys.stderr.write("  %-32s %6.1fs\n" % (os.path.basename(s), dt))
-    head = ["figure", "value", "unit", "aim"]
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(4)]
+        if os.path.basename(s).startswith("host_"):
+            r, dt = run_script(s)
+            rows += [[f, v, "(host)", u, a] for f, v, u, a in r]
+            sys.stderr.write("  %-32s %6.1fs\n" % (os.path.basename(s), dt))
+            continue
+        merged, order = {}, []
+        for lane, binary in ln:
+            r, dt = run_script(s, binary)
+            sys.stderr.write("  %-32s %-5s %6.1fs\n" % (os.path.basename(s), lane, dt))
+            for f, v, u, a in r:
+                if f not in merged:
+                    merged[f] = [f, "", "" if len(ln) > 1 else "(no mp32)", u, a]
+                    order.append(f)
+                merged[f][1 if lane == "mp64" else 2] = v
+        rows += [merged[f] for f in order]
+    head = ["figure", "mp64", "mp32", "unit", "aim"]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
     line = "+".join("-" * (w + 2) for w in widths)
     print(line)
     print("|".join(" %-*s " % (w, h) for w, h in zip(widths, head)))
@@ -68,7 +120,7 @@ def main(argv=None):
     for r in rows:
         print("|".join(" %-*s " % (w, c) for w, c in zip(widths, r)))
     print(line)
-    return 1 if any("FAILED" in r[1] for r in rows) else 0
+    return 1 if any("FAILED" in r[1] or "FAILED" in r[2] for r in rows) else 0
 
 
 if __name__ == "__main__":

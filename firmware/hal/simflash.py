@@ -18,6 +18,10 @@
 import vfs
 
 _ERASED = 0xFF
+# erased bytes, written in chunks: a real flash erases without a RAM buffer,
+# so the simulation must not need a block-sized contiguous one either (on a
+# fragmented 32-bit heap a 4 KB block is often not there)
+_FF = bytes([_ERASED]) * 256
 
 
 class PowerCut(Exception):
@@ -39,19 +43,24 @@ class _Base:
             raise ValueError("n >= 1")
         self._cut, self._torn = n, torn
 
-    def _gate(self, block, buf, off):
-        """True when the operation may be applied; False = dead device."""
+    def _gate(self, block, buf, off, n=None):
+        """True when the operation may be applied; False = dead device.
+        buf None: an erase of n bytes."""
         if self.dead:
             return False
-        if not 0 <= block < self.block_count or off + len(buf) > self.block_size:
+        n = len(buf) if n is None else n
+        if not 0 <= block < self.block_count or off + n > self.block_size:
             raise OSError(22)
         if self._cut:
             self._cut -= 1
             if self._cut == 0:
                 self.dead = True
                 if self._torn:
-                    k = min(self._torn, len(buf))
-                    self._put(block, off, memoryview(buf)[:k])
+                    k = min(self._torn, n)
+                    if buf is None:
+                        self._fill(block, off, k)
+                    else:
+                        self._put(block, off, memoryview(buf)[:k])
                 raise PowerCut("power cut at write %d" % (self.writes + 1))
         self.writes += 1
         return True
@@ -69,15 +78,16 @@ class _Base:
             self._put(block, off, buf)
 
     def erase(self, block):
-        ff = self._ff()
-        if self._gate(block, ff, 0):
-            self._put(block, 0, ff)
+        if self._gate(block, None, 0, self.block_size):
+            self._fill(block, 0, self.block_size)
         return 0
 
-    def _ff(self):
-        if getattr(self, "_ffbuf", None) is None:
-            self._ffbuf = bytes([_ERASED]) * self.block_size
-        return self._ffbuf
+    def _fill(self, block, off, n):
+        end = off + n
+        while off < end:
+            k = min(len(_FF), end - off)
+            self._put(block, off, _FF if k == len(_FF) else memoryview(_FF)[:k])
+            off += k
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -114,9 +124,10 @@ class FileBlockDevice(_Base):
             if not block_count:
                 raise ValueError("block_count needed to create")
             with open(path, "wb") as f:
-                blk = bytes([_ERASED]) * block_size
-                for _ in range(block_count):
-                    f.write(blk)
+                total = block_count * block_size
+                for _ in range(total // len(_FF)):
+                    f.write(_FF)
+                f.write(memoryview(_FF)[:total % len(_FF)])
         self.f = open(path, "r+b")
         if not block_count:
             self.f.seek(0, 2)
@@ -169,7 +180,7 @@ def umount(mountpoint="/flash"):
 
 def copy_file(src, dst, buf=None):
     """Host file copy (used to snapshot and restore flash images)."""
-    buf = buf or bytearray(4096)
+    buf = buf or bytearray(1024)
     with open(src, "rb") as fi, open(dst, "wb") as fo:
         while True:
             n = fi.readinto(buf)

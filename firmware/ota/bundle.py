@@ -3,6 +3,7 @@
 # Streams: one caller-provided buffer, deflate window 2**wbits (<= 4 KB),
 # nothing allocated in proportion to a size read from the bundle.
 import sys
+import gc
 import os
 import json
 import struct
@@ -24,6 +25,40 @@ _MAX_FILE = const(4194304)
 _MAX_FILES = const(512)
 _MIN_BUF = const(512)            # >= _MAX_META and >= _HDR + _MAX_PATH
 _DIR = const(0x4000)
+
+
+_RESERVE = const(3584)    # a 2 KB window (wbits 11) + the decompressor state (3.4 KB measured)
+_reserve = [None]
+
+
+def reserve(n=_RESERVE):
+    """Hold n bytes as one block while the heap is not yet fragmented (the
+    update job calls this when a download starts). copy() lets it go just
+    before a deflate stream allocates its window and state, so that they find
+    this hole (a fragmented heap often has 80 KB free and no 2 KB block),
+    and takes it back after the file. reserve(0) lets go for good."""
+    _reserve[0] = None
+    if n:
+        try:
+            _reserve[0] = bytearray(n)
+        except MemoryError:
+            gc.collect()
+            try:
+                _reserve[0] = bytearray(n)
+            except MemoryError:
+                pass
+
+
+def held():
+    return _reserve[0] is not None
+
+
+def _release():
+    # in a frame of its own: no stale copy of the reference may stay on the
+    # caller's value stack, where the conservative GC would still see it
+    r = _reserve[0]
+    _reserve[0] = None
+    return len(r) if r is not None else 0
 
 
 class BundleError(Exception):
@@ -174,11 +209,22 @@ class Reader:
 
     def copy(self, e, out):
         """Stream entry e's raw content into out.write(), checking size and SHA-256."""
-        f, mv, buf = self.f, self.mv, self.buf
         h = hashlib.sha256()
-        f.seek(self.base + e.offset)
+        self.f.seek(self.base + e.offset)
         left = e.size
-        src = f
+        src = self.f
+        n = _release() if e.flags == FLAG_DEFLATE else 0
+        if n:
+            gc.collect()
+        try:
+            self._copy(e, out, src, h, left)
+        finally:
+            if n:
+                gc.collect()
+                reserve(n)
+
+    def _copy(self, e, out, src, h, left):
+        f, mv, buf = self.f, self.mv, self.buf
         if e.flags == FLAG_DEFLATE:
             src = deflate.DeflateIO(f, deflate.RAW, self.wbits)
         while left:

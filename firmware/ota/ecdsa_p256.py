@@ -244,7 +244,8 @@ def _verify(q, e, rs):
 
 def verify_digest(public_key, digest, signature):
     """True when signature (DER) is a valid ECDSA P-256 signature of the
-    32-byte SHA-256 digest under public_key (65 bytes). Never raises."""
+    32-byte SHA-256 digest under public_key (65 bytes). Never raises on bad
+    input; MemoryError (no verdict) propagates, as in ed25519.verify."""
     try:
         if not isinstance(digest, (bytes, bytearray, memoryview)) or len(digest) != 32:
             return False
@@ -255,17 +256,22 @@ def verify_digest(public_key, digest, signature):
         if q is None:
             return False
         return _verify(q, int.from_bytes(bytes(digest), "big"), rs)
+    except MemoryError:
+        raise   # out of heap is not a bad signature (the image check retries it)
     except Exception:
-        # malformed input of an unexpected kind (or out of memory): not valid
+        # malformed input of an unexpected kind: not valid
         return False
 
 
 def verify(public_key, message, signature):
     """True when signature (DER) is a valid ECDSA P-256 / SHA-256 signature of
-    message under public_key (65-byte uncompressed point). Never raises."""
+    message under public_key (65-byte uncompressed point). Never raises on bad
+    input; MemoryError (no verdict) propagates."""
     try:
         if not isinstance(message, (bytes, bytearray, memoryview)):
             return False
         return verify_digest(public_key, hashlib.sha256(message).digest(), signature)
+    except MemoryError:
+        raise
     except Exception:
         return False

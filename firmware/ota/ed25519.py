@@ -1,6 +1,8 @@
 # Ed25519 signature verification (RFC 8032, section 5.1.7) for MicroPython.
 #
 #   verify(public_key, message, signature) -> bool, never raises on bad input.
+#   Out of heap is not bad input: MemoryError propagates (the caller may
+#   collect and retry; it must not report a valid image as badly signed).
 #
 # Strictness: the key A must be a canonical encoding of a curve point
 # (y < p, on the curve, no "negative zero" x); S must be < L; R is checked by
@@ -296,6 +298,8 @@ def verify(public_key, message, signature):
         x = x * zi % _P
         y = y * zi % _P
         return (y | ((x & 1) << 255)) == int.from_bytes(sig[:32], "little")
+    except MemoryError:
+        raise
     except Exception:
-        # malformed input of an unexpected kind (or out of memory): not valid
+        # malformed input of an unexpected kind: not valid
         return False

@@ -377,19 +377,28 @@ class Verifier:
                 break
         if idx < 0:
             raise ImageError("image signed by an untrusted key")
-        if klen == 32:
-            ok = ed25519.verify(self._keys[idx], self._digest, sig)
-        else:
-            # imgtool signs the image hash as the ECDSA digest (SHA-256 prehashed)
-            from . import ecdsa_p256
-            if ecdsa_p256.parse_sig(sig) is None:
-                raise ImageError("ECDSA signature TLV is not one strict DER ECDSA-Sig-Value "
-                                 "(padded by imgtool --pad-sig?)")
-            ok = ecdsa_p256.verify_digest(self._keys[idx], self._digest, sig)
+        try:
+            ok = self._check_sig(klen, idx, sig)
+        except MemoryError:
+            # out of heap is not a bad signature: collect and try once more;
+            # a second MemoryError reaches the caller as what it is
+            import gc
+            gc.collect()
+            ok = self._check_sig(klen, idx, sig)
         if not ok:
             raise ImageError("bad signature")
         self._buf = None
         self._info = ImageInfo(self._hdr, tlv, idx, self._digest, self._end)
+
+    def _check_sig(self, klen, idx, sig):
+        if klen == 32:
+            return ed25519.verify(self._keys[idx], self._digest, sig)
+        # imgtool signs the image hash as the ECDSA digest (SHA-256 prehashed)
+        from . import ecdsa_p256
+        if ecdsa_p256.parse_sig(sig) is None:
+            raise ImageError("ECDSA signature TLV is not one strict DER ECDSA-Sig-Value "
+                             "(padded by imgtool --pad-sig?)")
+        return ecdsa_p256.verify_digest(self._keys[idx], self._digest, sig)
 
 
 def verify(stream, public_keys, board=None, max_size=None, chunk=512):

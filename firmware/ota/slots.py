@@ -98,7 +98,7 @@ def _write_manifest(d, version, board, mpy, items):
     return {"version": version, "board": board, "mpy": mpy, "count": count, "size": size}
 
 
-def install(slot, image_path, payload_offset, payload_size, root="/", board=None):
+def install(slot, image_path, payload_offset, payload_size, root="/", board=None, buf=None):
     """Unpack the bundle at image_path[payload_offset:+payload_size] (its
     signature already checked) into `slot`: check the bundle's structure,
     wipe the slot, stream every file (SHA-256 checked), write the MANIFEST
@@ -110,7 +110,8 @@ def install(slot, image_path, payload_offset, payload_size, root="/", board=None
     rec = boot.read_record(root)
     if slot == rec.active and boot.verify_slot(slot, root):
         raise SlotError("slot %s is the active slot" % slot)
-    buf = bytearray(_BUF)
+    if buf is None or len(buf) < _BUF:   # the caller's buffer (the updater's, idle by then) saves a block
+        buf = bytearray(_BUF)
     with open(image_path, "rb") as f:
         f.seek(payload_offset)
         r = bundle.Reader(f, payload_size, buf, board)

@@ -16,7 +16,7 @@ from micropython import const
 import gc
 import os
 import boot
-from firmware.ota import fetch, image, slots
+from firmware.ota import bundle, fetch, image, slots
 
 # status names, the job file and its helpers live in job.py (small: the trial
 # boot and the on-demand loader use them without importing this module)
@@ -392,6 +392,7 @@ class UpdateJob:
         self._report(DOWNLOADING, None, 0)
 
     def _begin_rehash(self):
+        bundle.reserve()   # as in _step_download
         self._v = self._new_verifier()
         self._done = 0
         self._st = _REHASH
@@ -474,6 +475,11 @@ class UpdateJob:
         try:
             r = f.poll()
             if r > 0:
+                if not bundle.held():
+                    # the install's deflate window, held from early in the
+                    # download (after the connection's TLS buffers), before
+                    # download and verification fragment the heap
+                    bundle.reserve()
                 had_header = self._v.header() is not None
                 self._feed(f.chunk)
                 self._since_persist += r
@@ -574,7 +580,8 @@ class UpdateJob:
         self._report(INSTALLING)
         try:
             m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
-                              self.root, self.board)
+                              self.root, self.board, self._buf)
+            bundle.reserve(0)
         except Exception as e:  # BundleError, SlotError, OSError: the slot is left unbootable
             self._fail(INSTALLATION_FAILED, "install: %s" % e)
             return
@@ -591,6 +598,7 @@ class UpdateJob:
         self._report(INSTALL_REBOOTING)
 
     def _fail(self, status, reason):
+        bundle.reserve(0)
         self._close()
         if self.job is not None:
             _remove(self._staging())

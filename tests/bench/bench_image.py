@@ -45,7 +45,7 @@ def main():
         # tools/bench runs host_* scripts after bench_* ones: make the images
         # now with the CPython next to this micropython (the venv's)
         import sys
-        py = sys.executable.rsplit("/", 1)[0] + "/python"
+        py = os.getenv("EVSE_PYTHON") or sys.executable.rsplit("/", 1)[0] + "/python"
         here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
         os.system("%s %s/host_00_prep_images.py" % (py, here))
         keys = load_keys()

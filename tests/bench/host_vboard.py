@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tools import provision  # noqa: E402
+from tools import mpunix, provision  # noqa: E402
 from tools.vboard import VBoard, free_port  # noqa: E402
 
 AIM_LOOP_MS = 50
@@ -101,6 +101,24 @@ def main():
             report("vboard resident memory (one process)", rss / 1024.0, "MB", "")
         finally:
             b.stop()
+        b32 = mpunix.mp32_binary()
+        if b32:
+            # the same board on the 32-bit unix port (the lane boards resemble)
+            # (the supervisor starts, and restarts, the process: the variable
+            # stays set while this board runs)
+            os.environ["MICROPYTHON"] = b32
+            b = None
+            try:
+                b = _boards(os.path.join(base, "one32"), img_down, 1)[0]
+                worst, rss = _measure([b])
+                g = b.control("get", gc=True)
+                report("vboard heap in use, mp32 (after gc, incl. ROM)", g["mem_alloc"] // 1024, "KB",
+                       "<= 64 (agent)")
+                report("vboard loop period, worst, broker down, mp32", worst, "ms", "< %d" % AIM_LOOP_MS)
+            finally:
+                if b is not None:
+                    b.stop()
+                del os.environ["MICROPYTHON"]
         b = _boards(os.path.join(base, "stall"), img_stall, 1)[0]
         try:
             worst, _ = _measure([b])

@@ -66,7 +66,9 @@ def _value(rnd, depth=0):
     if k < 10:
         return "".join(chr(rnd.randint(32, 126)) for _ in range(rnd.randint(0, 12)))
     if k == 10:
-        return (rnd.getrandbits(30) << 33) - (1 << 62)   # big ints without randint (32-bit port)
+        # a big int, built from 30-bit draws (randint beyond a machine word
+        # overflows on a 32-bit port)
+        return ((rnd.getrandbits(30) << 33) | rnd.getrandbits(30)) - (1 << 62)
     if k < 13 and depth < 2:
         return [_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
     if k < 15 and depth < 2:

@@ -151,3 +151,54 @@ def test_accepts_bytearray_and_memoryview():
     mptest.true(ed25519.verify(bytearray(T1_PK), memoryview(b""), memoryview(T1_SIG)))
     pk, msg, sig = list(_records("rfc8032.bin"))[2]
     mptest.true(ed25519.verify(memoryview(pk), bytearray(msg), bytearray(sig)))
+
+
+def test_out_of_heap_is_a_memory_error_not_a_bad_signature():
+    import micropython
+    ed25519.verify(T1_PK, b"", T1_SIG)   # base table built: the next call allocates only temporaries
+    got = [None]
+    micropython.heap_lock()
+    try:
+        got[0] = ed25519.verify(T1_PK, b"", T1_SIG)
+    except MemoryError:
+        got[0] = MemoryError
+    finally:
+        micropython.heap_unlock()
+    mptest.true(got[0] is MemoryError, "verify with no heap returned", got[0])
+    mptest.true(ed25519.verify(T1_PK, b"", T1_SIG), "valid again with heap")
+
+
+def test_image_check_retries_after_memory_error_and_never_says_bad_signature():
+    # image.py: one MemoryError in the signature check is collected and retried;
+    # a persistent one reaches the caller as MemoryError, never as ImageError
+    from firmware.ota import image
+    with open(mptest.data_path("keys.bin"), "rb") as f:
+        k1 = f.read(32)
+    real = image.ed25519.verify
+    calls = []
+
+    def flaky(fail):
+        def v(pk, msg, sig):
+            calls.append(1)
+            if len(calls) <= fail:
+                raise MemoryError("test: heap exhausted")
+            return real(pk, msg, sig)
+        return v
+
+    class _Ed:
+        pass
+    fake = _Ed()
+    image.ed25519 = fake
+    try:
+        fake.verify = flaky(1)
+        with open(mptest.data_path("valid_min.img"), "rb") as f:
+            info = image.verify(f, [k1])
+        mptest.eq(len(calls), 2, "retried once")
+        mptest.eq(info.key_index, 0)
+        del calls[:]
+        fake.verify = flaky(99)
+        with open(mptest.data_path("valid_min.img"), "rb") as f:
+            mptest.raises(MemoryError, image.verify, f, [k1])
+        mptest.eq(len(calls), 2)
+    finally:
+        image.ed25519 = __import__("firmware.ota.ed25519").ota.ed25519

@@ -1,4 +1,4 @@
-# mptest: prep=tests.prep.updates:make_fetch timeout=300
+# mptest: prep=tests.prep.updates:make_fetch timeout=300 lanes=own-prep
 # The resumable HTTP(S) client firmware/ota/fetch.py against tools/serve.py
 # (started by the prep function in the pytest process, faults per request).
 import hashlib

@@ -1,4 +1,4 @@
-# mptest: heapsize=128K timeout=120 prep=tests.prep.broker:make
+# mptest: heapsize=128K timeout=120 prep=tests.prep.broker:make lanes=own-prep
 # The MQTT link against a real broker (mosquitto, else amqtt: tests/prep/broker.py), a
 # paho-mqtt backend on the host side, a stalled broker and a closed port.
 # Heap: an mbedTLS session plus the link, the session log and the commands

@@ -1,4 +1,4 @@
-# mptest: prep=tests.prep.updates:make timeout=300 heapsize=192K
+# mptest: prep=tests.prep.updates:make timeout=300 heapsize=192K lanes=own-prep
 # Heap: the whole OTA chain, a LittleFS mount and the test rig on the 64-bit
 # unix port (the update itself stays under 24 KB: make bench).
 # The update job loaded on demand (firmware/ota/ondemand.py): the OTA chain is

@@ -6,7 +6,8 @@ import mptest
 import fake_esp32
 from firmware.ota import partition
 
-_DIR = "/tmp/evse-part-%d" % os.getpid() if hasattr(os, "getpid") else "/tmp/evse-part"
+# unique per run: the two test lanes (and other checkouts) run side by side
+_DIR = "/tmp/evse-part-" + "".join("%02x" % b for b in os.urandom(6))
 
 
 def _app(n, seed):
@@ -31,6 +32,10 @@ def setup():
 def teardown():
     fake_esp32.cleanup()
     sys.modules.pop("esp32", None)
+    try:
+        os.rmdir(_DIR)
+    except OSError:
+        pass
 
 
 def _read(label, n, off=0):

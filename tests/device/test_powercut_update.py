@@ -1,4 +1,4 @@
-# mptest: prep=tests.prep.updates:make timeout=900 heapsize=192K
+# mptest: prep=tests.prep.updates:make timeout=900 heapsize=192K lanes=own-prep
 # Heap: the whole OTA chain, a LittleFS mount and the test rig on the 64-bit
 # unix port (the update itself stays under 24 KB: make bench).
 # Power-cut campaign over a whole update on a real LittleFS (simflash):
