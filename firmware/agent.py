@@ -21,7 +21,6 @@ _WDT_MS = const(8000)
 _RESET_DELAY_MS = const(1500)  # a reset waits at most this long for the link to flush
 _ERR_PRINT = const(5)          # first background errors printed in full, then counted
 _SELFTEST_TICKS = const(10)
-_LOOP_STRIKES = const(3)       # trial: this many periods over health.max_loop_ms fail it
 _AUTO = const(-1)              # "build it from the configuration"
 
 
@@ -87,7 +86,6 @@ class Agent:
         self._rot = 0
         self.confirmed = None     # trial boot: None undecided, True confirmed, False rolled back
         self._max_loop_ms = None
-        self._strikes = 0
         self._selftest = False
         self.sessions = self._build_sessions() if sessions is _AUTO else sessions
         self.link = self._build_link(self._now) if link is _AUTO else link
@@ -283,7 +281,8 @@ class Agent:
         if r is None:
             return
         from firmware.ota import health
-        st = health.settle(r, h.reason, self.root)
+        bi = self.bootinfo
+        st = health.settle(r, h.reason, self.root, bi.get("slot"), bi.get("version"))
         if r is True:
             self.confirmed = True
             print("agent: trial boot confirmed")
@@ -434,9 +433,7 @@ class Agent:
                     self.loop_max_ms = gap
                 ml = self._max_loop_ms
                 if ml and gap > ml and self.confirmed is None and self.health is not None:
-                    self._strikes += 1
-                    if self._strikes == _LOOP_STRIKES:
-                        self.health.exception("loop_period_%dms" % gap)
+                    self.health.slow_period(gap, start)
             deadline = time.ticks_add(deadline, period)
             self.tick(b.ticks_ms(), time.ticks_add(deadline, -_MARGIN_MS))
             end = clock()

@@ -62,6 +62,10 @@ def compile_tree(src, dst, use_mpy=True):
 def build(key, version, board, security_counter=None, src=None, out="build", use_mpy=True,
           compress=True, name="evse"):
     vt = parse_version(version)
+    if security_counter is None:
+        # default: the major version (docs/ota.md "Security counter"); a
+        # security fix inside a major line bumps it explicitly
+        security_counter = vt[0]
     if not _BOARD.match(board or ""):
         raise ValueError("board id %r: 1-32 characters of A-Z a-z 0-9 . _ -" % board)
     if security_counter is not None and not 0 <= security_counter <= 0xFFFFFFFF:

@@ -66,6 +66,22 @@ def save_job(job, root="/"):
     os.rename(p + ".tmp", p)
 
 
+def clean_orphans(root="/"):
+    """At start-up with no valid job: a garbled or missing job file must not
+    leave a staged (unverified) image on flash. Returns True if anything was
+    removed."""
+    if load_job(root) is not None:
+        return False
+    gone = False
+    for p in [staging_path(s, root) for s in SLOTS] + [path_of(root, JOB_FILE), path_of(root, JOB_FILE) + ".tmp"]:
+        try:
+            os.remove(p)
+            gone = True
+        except OSError:
+            pass
+    return gone
+
+
 def clear_job(root="/"):
     """Forget the job: its file and any staged image."""
     for s in SLOTS:

@@ -77,6 +77,7 @@ def _drop_manifest(d):
 def wipe(slot, root="/"):
     """Empty the slot directory, MANIFEST first (so a cut leaves it unbootable)."""
     d = slot_dir(slot, root)
+    boot.drop_evidence(slot, root)      # the slot's signed evidence goes first
     _drop_manifest(d)
     if _exists(d):
         _rmtree(d)
@@ -152,6 +153,7 @@ def seal(slot, version, root="/", board=None):
     """Write the MANIFEST of the files now in `slot` (deploys with mpremote
     copy files, then seal). Returns the manifest header."""
     d = slot_dir(slot, root)
+    boot.drop_evidence(slot, root)      # sealed files are not a signed image
     _drop_manifest(d)
     buf = bytearray(_BUF)
     tot = [0, 0]

@@ -16,7 +16,7 @@ from micropython import const
 import gc
 import os
 import boot
-from firmware.ota import fetch, image, slots
+from firmware.ota import fetch, image, slots, evidence
 
 # status names, the job file and its helpers live in job.py (small: the trial
 # boot and the on-demand loader use them without importing this module)
@@ -25,7 +25,7 @@ from firmware.ota.job import (IDLE, DOWNLOAD_SCHEDULED, DOWNLOADING, DOWNLOAD_PA
                               INVALID_SIGNATURE, INSTALL_SCHEDULED, INSTALLING,
                               INSTALL_REBOOTING, INSTALLED, INSTALLATION_FAILED,
                               INSTALL_VERIFICATION_FAILED, JOB_FILE, KEYS_FILE,
-                              load_job, save_job, clear_job, path_of as _p,
+                              load_job, save_job, clear_job, clean_orphans, path_of as _p,
                               remove_quietly as _remove)
 
 # internal states (persisted as their names in the job file)
@@ -60,6 +60,10 @@ def _size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
+
+
+def _hex(b):
+    return "".join("%02x" % x for x in b)
 
 
 def load_keys(root="/"):
@@ -245,7 +249,12 @@ class UpdateJob:
             self._abandon()
             result = "AcceptedCanceled"
         rec = boot.read_record(self.root)
-        job["slot"] = slots.inactive(self.root) if rec.pending is None else rec.pending
+        if rec.pending is not None:
+            # a trial is undecided (or an installed slot awaits its first boot):
+            # an update now would overwrite or be confirmed in place of what runs
+            raise UpdateError("busy: slot %s is on trial; retry after it is confirmed or rolled back"
+                              % rec.pending)
+        job["slot"] = slots.inactive(self.root)
         job["state"] = "sched"
         job["done"] = 0
         job["etag"] = None
@@ -268,6 +277,7 @@ class UpdateJob:
         Returns True when a job was resumed."""
         job = load_job(self.root)
         if job is None:
+            clean_orphans(self.root)     # garbled job file: drop its staged image
             return False
         state = job.get("state")
         if state == "rebooting":
@@ -543,7 +553,11 @@ class UpdateJob:
             return "wrong_board: image for %r, this is %r" % (info.board, self.board)
         if info.version <= self.running:
             return "not_newer: %s <= running %s" % (version_str(info.version), version_str(self.running))
-        floor = boot.read_record(self.root).floor
+        rec = boot.read_record(self.root)
+        top = rec.top
+        if top is not None and info.version <= version_tuple(top):
+            return "not_newer: %s <= confirmed %s" % (version_str(info.version), top)
+        floor = rec.floor
         sec = info.security_counter if info.security_counter is not None else 0
         if sec < floor:
             return "sec_counter: %d below floor %d" % (sec, floor)
@@ -578,9 +592,10 @@ class UpdateJob:
         if not slots.verify_slot(slot, self.root):
             self._fail(INSTALLATION_FAILED, "install: slot does not match its manifest")
             return
-        version = m.get("version") if isinstance(m, dict) else None
-        boot.set_pending(slot, info.security_counter, self.trials,
-                         version if isinstance(version, str) else version_str(info.version), self.root)
+        # the signed header's version is what the slot runs (not the MANIFEST's)
+        version = version_str(info.version)
+        evidence.write_evidence(slot, version, info.security_counter, _hex(info.hash), self.root)
+        boot.set_pending(slot, info.security_counter, self.trials, version, self.root)
         self._persist("rebooting")
         _remove(self._staging())
         self._st = _REBOOT
