@@ -528,13 +528,13 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
             os.makedirs(os.path.dirname(p), exist_ok=True)
             with open(p, "wb") as f:
                 f.write(data)
-        for name in ("boot.py", "main.py"):
+        for name in ("boot.py", "bootev.py", "main.py"):
             shutil.copyfile(os.path.join(ROOT, name), os.path.join(st, "root", name))
         with open(os.path.join(st, "root", "trust", "keys.bin"), "wb") as f:
             f.write(b"".join(raw_keys))
         with open(os.path.join(st, "root", "config.json"), "w") as f:
             json.dump(cfg, f)
-        root_files = ["boot.py", "main.py", "config.json", "trust/keys.bin"]
+        root_files = ["boot.py", "bootev.py", "main.py", "config.json", "trust/keys.bin"]
         if tls_ca:
             shutil.copyfile(tls_ca, os.path.join(st, "root", ca_board[1:]))
             root_files.append(ca_board[1:])

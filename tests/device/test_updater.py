@@ -655,3 +655,20 @@ def test_garbled_job_file_staged_image_is_cleaned_at_boot():
     mptest.true(not _exists(slots.staging_path("b", R)), "staged image removed")
     mptest.true(not _exists(R + updater.JOB_FILE), "garbled job file removed")
     _untouched()
+
+
+def test_slow_loop_periods_are_their_own_reason_and_need_several_in_a_window():
+    # a busy host: slow periods spread out never fail the trial, and are not an exception
+    h = health.Health({"stable_ms": 60000}, timeout_ms=90000, slow_count=3, slow_window_ms=10000)
+    for t in range(0, 60000, 6000):              # one slow period every 6 s: 2 per window at most
+        h.slow_period(204, t)
+        mptest.eq(h.poll(t), None, t)
+    mptest.eq(h.poll(60000), True)
+    # a broken board: 3 slow periods within 10 s fail it, with their own reason
+    h = health.Health({"stable_ms": 60000}, timeout_ms=90000, slow_count=3, slow_window_ms=10000)
+    for t in (1000, 4000, 9000):
+        mptest.eq(h.poll(t), None)
+        h.slow_period(250, t)
+    mptest.eq(h.poll(9001), False)
+    mptest.true(h.reason.startswith("slow_loop:") and "uncaught" not in h.reason, h.reason)
+    mptest.raises(ValueError, health.Health, {}, 1000, 0, 0)
