@@ -41,6 +41,7 @@ E_CLOSED = "closed"        # connection closed before the declared end
 E_REDIRECT = "redirect"    # too many redirects or bad Location
 E_ENCODING = "encoding"    # Transfer-Encoding we do not speak (chunked)
 E_IO = "io"                # other socket error
+E_CHANGED = "changed"      # a 206 whose validator is not the one resumed from
 
 _IDLE = const(0)
 _CONNECT = const(1)
@@ -378,6 +379,9 @@ class Fetcher:
                 raise FetchError(E_RANGE, "length %d != range" % length)
             if total is not None and end >= total:
                 raise FetchError(E_RANGE, "end past total")
+            if self._want and self.etag and validator and validator != self.etag:
+                # the server ignored If-Range: these bytes belong to another file
+                raise FetchError(E_CHANGED, "validator %s, resumed from %s" % (validator, self.etag))
             self.total = total
             self._end = end + 1
             self._body_pos = start

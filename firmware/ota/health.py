@@ -19,7 +19,7 @@
 # with the reason after a rollback (the old slot reports why).
 import time
 import boot
-from firmware.ota import job, evidence
+from firmware.ota import job
 
 _KNOWN = ("agent_started", "loop_ticks", "cp_selftest", "backend", "stable_ms")
 SLOW_COUNT = 5            # slow periods ...
@@ -146,6 +146,7 @@ def settle(result, reason, root="/", slot=None, version=None):
     None. None: None."""
     if result is True:
         if boot.confirm(root, slot, version):
+            from firmware.ota import evidence   # only now: the trial's heap stays small
             evidence.mark_confirmed(boot.read_record(root).active, root)
             job.clear_job(root)
             return job.INSTALLED
@@ -169,6 +170,7 @@ def boot_report(root="/"):
     if rec.reason is not None:
         why = rec.reason
         if rec.failed_version:
+            job.remember_failed(rec.failed_version, rec.reason, root)
             why = "%s (version %s)" % (why, rec.failed_version)
         boot.clear_reason(root)
         if jb is not None and state == "rebooting":

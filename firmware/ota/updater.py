@@ -16,7 +16,7 @@ from micropython import const
 import gc
 import os
 import boot
-from firmware.ota import fetch, image, slots, evidence
+from firmware.ota import fetch, image, slots
 
 # status names, the job file and its helpers live in job.py (small: the trial
 # boot and the on-demand loader use them without importing this module)
@@ -25,6 +25,7 @@ from firmware.ota.job import (IDLE, DOWNLOAD_SCHEDULED, DOWNLOADING, DOWNLOAD_PA
                               INVALID_SIGNATURE, INSTALL_SCHEDULED, INSTALLING,
                               INSTALL_REBOOTING, INSTALLED, INSTALLATION_FAILED,
                               INSTALL_VERIFICATION_FAILED, JOB_FILE, KEYS_FILE,
+                              failed_versions as load_failed,
                               load_job, save_job, clear_job, clean_orphans, path_of as _p,
                               remove_quietly as _remove)
 
@@ -45,7 +46,8 @@ _MAX_INTERVAL = const(86400)
 _DEFAULT_RETRIES = const(3)
 _DEFAULT_INTERVAL = const(60)
 _FIELDS = ("requestId", "location", "retrieveDateTime", "installDateTime", "retries",
-           "retryInterval", "firmware", "signingCertificate", "signature")
+           "retryInterval", "firmware", "signingCertificate", "signature", "force")
+_RESERVE = const(16384)   # flash kept free for the session log and configuration
 _FW_FIELDS = ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature")
 
 
@@ -173,6 +175,11 @@ def parse_request(req):
         v = get(k)
         if v is not None and not isinstance(v, str):
             raise UpdateError("%s must be a string" % k)
+    force = req.get("force", False)
+    if force is not True and force is not False:
+        raise UpdateError("force must be true or false")
+    if force:
+        out["force"] = True
     return out
 
 
@@ -181,7 +188,7 @@ def parse_request(req):
 class UpdateJob:
     def __init__(self, root="/", keys=None, board=None, running_version=(0, 0, 0, 0), clock=None,
                  fetcher_factory=None, on_status=None, trials=3, max_size=2097152,
-                 timeout_ms=30000, persist_every=16384, bufsize=1024):
+                 timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE):
         self.root = boot._root(root)
         self.keys = keys                  # None: read trust/keys.bin for each job
         self.board = board
@@ -190,6 +197,7 @@ class UpdateJob:
         self.on_status = on_status
         self.trials = trials
         self.max_size = max_size
+        self.reserve = reserve            # bytes of flash an update leaves free
         self.timeout_ms = timeout_ms
         self.persist_every = persist_every
         self._buf = bytearray(bufsize)
@@ -488,7 +496,11 @@ class UpdateJob:
                     return self._downloaded()
                 if not had_header and self._v.header() is not None:
                     f.set_limit(self._v.expected_size())
-                if self._since_persist >= self.persist_every:
+                    self._check_space(self._v.expected_size())
+                if self._since_persist >= self.persist_every or \
+                        (f.etag is not None and f.etag != self.job.get("etag")):
+                    # the validator goes to flash with the first bytes it covers,
+                    # so a resume always carries If-Range
                     self._file.flush()
                     self._persist()
                 self._progress()
@@ -502,6 +514,14 @@ class UpdateJob:
                 self._conn_start = 0
         except fetch.FetchError as e:
             self._attempt_failed(e)
+
+    def _check_space(self, size):
+        """The image's declared size must fit in free flash minus the reserve
+        (what is staged already counts as used)."""
+        free = slots.free_bytes(self.root)
+        if free is not None and size - self._done > free - self.reserve:
+            raise UpdateError("no space: image %d bytes, %d free, %d reserved"
+                              % (size, free, self.reserve))
 
     def _ticks(self):
         return self._now
@@ -519,9 +539,16 @@ class UpdateJob:
         progressed = self._done > self._conn_start
         if self._f is not None:
             self._f.close()
+            self._file.flush()
+            self._persist()          # with the fetcher's validator
             self._f = None
-        self._file.flush()
-        self._persist()
+        else:
+            self._file.flush()
+            self._persist()
+        if getattr(e, "code", None) == fetch.E_CHANGED:
+            # a 206 for another version of the file: what is staged is void
+            self._restart_file()
+            return
         if progressed:
             self._fails = 0      # made progress: resume at once with Range
             return
@@ -544,6 +571,14 @@ class UpdateJob:
         why = self._check(info)
         if why is not None:
             self._fail(INSTALL_VERIFICATION_FAILED, why)
+            return
+        v = version_str(info.version)
+        self._v = None
+        gc.collect()
+        earlier = load_failed(self.root).get(v)
+        if earlier is not None and not self.job.get("force"):
+            # pushed again after it failed its trial: say so, unless forced
+            self._fail(INSTALLATION_FAILED, "failed_before: %s: %s (send force to retry)" % (v, earlier))
             return
         self._st = _WAIT
         self._wait_reported = False
@@ -585,7 +620,7 @@ class UpdateJob:
         self._report(INSTALLING)
         try:
             m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
-                              self.root, self.board)
+                              self.root, self.board, version_str(info.version), self.reserve)
         except Exception as e:  # BundleError, SlotError, OSError: the slot is left unbootable
             self._fail(INSTALLATION_FAILED, "install: %s" % e)
             return
@@ -594,6 +629,7 @@ class UpdateJob:
             return
         # the signed header's version is what the slot runs (not the MANIFEST's)
         version = version_str(info.version)
+        from firmware.ota import evidence   # after the unpack (heap: the deflate window is gone)
         evidence.write_evidence(slot, version, info.security_counter, _hex(info.hash), self.root)
         boot.set_pending(slot, info.security_counter, self.trials, version, self.root)
         self._persist("rebooting")

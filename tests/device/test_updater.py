@@ -1,7 +1,10 @@
 # mptest: prep=tests.prep.updates:make timeout=600 heapsize=208K
 # Heap: the whole OTA chain, a LittleFS mount and the test rig on the 64-bit
-# unix port; 208K since boot.main() runs inside this process too (one test
-# purges and re-imports the package: fragmentation, not the update itself)
+# unix port (the update itself stays under 24 KB: make bench). 208K, was 192K:
+# boot.py (compiled from source, resident here) grew by 3 KB with the floor
+# rules and the updater by 1.5 KB; at 192K the 2 KB deflate window of the
+# install step then intermittently finds no free block (issue 9, H9). The
+# rules added for issue 13 are tested in test_update_rules.py.
 # The update job (firmware/ota/updater.py) + health checks on a real LittleFS
 # (simflash), downloading from tools/serve.py with injected network faults.
 import os
@@ -129,6 +132,22 @@ def drive(job, clk, steps=400000, idle=True, window=True, stop=None):
     raise AssertionError("job did not settle; status %s" % job.status())
 
 
+def _boot_main():
+    # boot.main() purges firmware.* and puts the fake slot first on sys.path:
+    # put the test's own modules back after it, so that the next tests do not
+    # load a second copy of the OTA chain
+    import sys
+    mods = {k: v for k, v in sys.modules.items() if k == "firmware" or k.startswith("firmware.")}
+    path = list(sys.path)
+    try:
+        return boot.main(R)
+    finally:
+        for k in [k for k in sys.modules if k == "firmware" or k.startswith("firmware.")]:
+            del sys.modules[k]
+        sys.modules.update(mods)
+        sys.path[:] = path
+
+
 def _exists(p):
     try:
         os.stat(p)
@@ -208,7 +227,7 @@ def test_crashing_update_exhausts_trials_then_old_slot_reports():
     job = _job()
     job.start(_req("crash.img", rid=12))
     mptest.true(drive(job, VClock()))
-    boot.main(R)
+    _boot_main()
     with open(R + "runlog") as f:
         runs = f.read().split("\n")
     mptest.eq([r.split(" ")[0] for r in runs if r], ["2.1.0", "2.1.0", "2.1.0", "1.0.0"])
@@ -606,69 +625,3 @@ def test_reporter_errors_do_not_break_the_job():
     job.start(_req("v2.img"))
     mptest.true(drive(job, VClock()))
 
-
-# ------------------------------------------- floor, trial, leftovers (issue 13.3/13.4, 10 §2)
-
-def test_image_older_than_the_highest_confirmed_version_is_refused():
-    # 3.0.0 was confirmed once; the board now runs 1.0.0 (a fallback): 2.0.0 is a downgrade
-    rec = boot.read_record(R)
-    rec.top = "3.0.0"
-    boot.write_record(rec, R)
-    log = _reject("v2.img", "InstallVerificationFailed", "confirmed 3.0.0")
-    mptest.true("SignatureVerified" in log.statuses())
-
-
-def test_update_refused_while_a_trial_is_undecided_and_only_the_running_slot_confirms():
-    job = _job()
-    job.start(_req("v2.img", rid=21))
-    mptest.true(drive(job, VClock()))
-    updater.clear_job(R)                       # the job file is gone (garbled, removed)
-    slot, info = boot.select(R)
-    mptest.eq((slot, info["trial"], info["version"]), ("b", True, "2.0.0"))
-    before = boot.read_record(R).as_dict()
-    e = mptest.raises(updater.UpdateError, _job(running_version="2.0.0").start, _req("v3_k2.img", rid=22))
-    mptest.true("trial" in str(e), e)
-    mptest.eq(boot.read_record(R).as_dict(), before)
-    mptest.true(not _exists(R + updater.JOB_FILE) and not _exists(slots.staging_path("a", R)))
-    # a verdict for a slot/version that is not the one on trial changes nothing
-    mptest.eq(health.settle(True, None, R, "a", "1.0.0"), None)
-    mptest.eq(health.settle(True, None, R, "b", "3.0.0"), None)
-    mptest.eq(boot.read_record(R).as_dict(), before)
-    health.settle(True, None, R, "b", "2.0.0")
-    rec = boot.read_record(R)
-    mptest.eq((rec.active, rec.pending, rec.floor, rec.top), ("b", None, 2, "2.0.0"))
-    import bootev
-    mptest.true(bootev.is_confirmed("b", R))
-    mptest.eq(bootev.slot_version("b", R), ("2.0.0", True))
-    boot._ev_done()
-
-
-def test_garbled_job_file_staged_image_is_cleaned_at_boot():
-    job = _job()
-    job.start(_req("v2.img", rid=23))
-    drive(job, VClock(), stop=lambda j: j._done > 3000)
-    job._close()
-    mptest.true(_exists(slots.staging_path("b", R)))
-    with open(R + updater.JOB_FILE, "w") as f:
-        f.write('{"id": 23, "loc": "htt')            # torn
-    mptest.eq(_job().resume(), False)
-    mptest.true(not _exists(slots.staging_path("b", R)), "staged image removed")
-    mptest.true(not _exists(R + updater.JOB_FILE), "garbled job file removed")
-    _untouched()
-
-
-def test_slow_loop_periods_are_their_own_reason_and_need_several_in_a_window():
-    # a busy host: slow periods spread out never fail the trial, and are not an exception
-    h = health.Health({"stable_ms": 60000}, timeout_ms=90000, slow_count=3, slow_window_ms=10000)
-    for t in range(0, 60000, 6000):              # one slow period every 6 s: 2 per window at most
-        h.slow_period(204, t)
-        mptest.eq(h.poll(t), None, t)
-    mptest.eq(h.poll(60000), True)
-    # a broken board: 3 slow periods within 10 s fail it, with their own reason
-    h = health.Health({"stable_ms": 60000}, timeout_ms=90000, slow_count=3, slow_window_ms=10000)
-    for t in (1000, 4000, 9000):
-        mptest.eq(h.poll(t), None)
-        h.slow_period(250, t)
-    mptest.eq(h.poll(9001), False)
-    mptest.true(h.reason.startswith("slow_loop:") and "uncaught" not in h.reason, h.reason)
-    mptest.raises(ValueError, health.Health, {}, 1000, 0, 0)
