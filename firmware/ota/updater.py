@@ -51,6 +51,9 @@ _RESERVE = const(16384)   # flash kept free for the session log and configuratio
 _FW_FIELDS = ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature")
 
 
+E_SLOW = "slow"        # FetchError code: below the minimum rate in a window
+
+
 class UpdateError(ValueError):
     """A request the job refuses (malformed, or busy). Nothing was changed."""
 
@@ -188,7 +191,8 @@ def parse_request(req):
 class UpdateJob:
     def __init__(self, root="/", keys=None, board=None, running_version=(0, 0, 0, 0), clock=None,
                  fetcher_factory=None, on_status=None, trials=3, max_size=2097152,
-                 timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE):
+                 timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE,
+                 deadline_s=3600, min_rate=64, rate_window_ms=60000):
         self.root = boot._root(root)
         self.keys = keys                  # None: read trust/keys.bin for each job
         self.board = board
@@ -198,6 +202,11 @@ class UpdateJob:
         self.trials = trials
         self.max_size = max_size
         self.reserve = reserve            # bytes of flash an update leaves free
+        # slow retrieval (TUF): the whole download within deadline_s of its start,
+        # and at least min_rate bytes/s in every rate_window_ms of a connection
+        self.deadline_ms = deadline_s * 1000
+        self.min_rate = min_rate
+        self.rate_window_ms = rate_window_ms
         self.timeout_ms = timeout_ms
         self.persist_every = persist_every
         self._buf = bytearray(bufsize)
@@ -223,6 +232,8 @@ class UpdateJob:
         self._status = IDLE
         self._pct = None
         self._since_persist = 0
+        self._dl_t0 = None
+        self._win_t = self._win_n = 0
 
     # -- reporting --------------------------------------------------------
     def status(self):
@@ -474,11 +485,34 @@ class UpdateJob:
         v = self._v
         return v.expected_size() if v.header() is not None else self.max_size
 
+    def _slow(self, r, rate=True):
+        """Slow-retrieval guard, every download poll: FetchError 'slow' when a
+        window passed with fewer than min_rate bytes/s; the deadline fails the job."""
+        import time
+        now = self._now
+        if self._dl_t0 is None:
+            self._dl_t0 = now
+        elif time.ticks_diff(now, self._dl_t0) > self.deadline_ms:
+            raise UpdateError("download: deadline %d s passed at %d bytes"
+                              % (self.deadline_ms // 1000, self._done))
+        if not rate:
+            return
+        if r > 0:
+            self._win_n += r
+        el = time.ticks_diff(now, self._win_t)
+        if el >= self.rate_window_ms:
+            if self._win_n * 1000 < self.min_rate * el:
+                raise fetch.FetchError(E_SLOW, "%d bytes in %d ms (minimum %d B/s)"
+                                       % (self._win_n, el, self.min_rate))
+            self._win_t, self._win_n = now, 0
+
     def _step_download(self):
         f = self._f
         if f is None:
+            self._slow(0, False)
             f = self._factory(self.job["loc"], self._ticks)
             self._f = f
+            self._win_t, self._win_n = self._now, 0
             self._conn_start = self._done
             self.connections += 1
             try:
@@ -488,6 +522,7 @@ class UpdateJob:
             return
         try:
             r = f.poll()
+            self._slow(r)
             if r > 0:
                 had_header = self._v.header() is not None
                 self._feed(f.chunk)
@@ -549,7 +584,7 @@ class UpdateJob:
             # a 206 for another version of the file: what is staged is void
             self._restart_file()
             return
-        if progressed:
+        if progressed and e.code != E_SLOW:
             self._fails = 0      # made progress: resume at once with Range
             return
         self._fails += 1

@@ -255,3 +255,50 @@ def test_image_larger_than_free_space_minus_reserve_is_refused_early():
     mptest.true("no space" in log.last()[3], log.last())
     mptest.true(job._done < 4096, job._done)
     _untouched()
+
+
+# ---- slow retrieval (issue 13.2) ----------------------------------------------------
+
+def _drip(job, clk, ms_per_chunk, steps=200000):
+    # every productive poll (<= 1 KiB) costs ms_per_chunk of virtual time: a dripping server
+    for _ in range(steps):
+        before = job._done
+        if job.poll(clk.t, True, True):
+            return True
+        if not job.active:
+            return False
+        clk.t += ms_per_chunk if job._done != before else 100
+        if job._done == before:
+            time.sleep_ms(1)
+    raise AssertionError("job did not settle; status %s" % job.status())
+
+
+def test_dripping_server_pauses_then_fails_below_the_minimum_rate():
+    log = Log()
+    job = _job(log, min_rate=2048, rate_window_ms=10000)
+    job.start(_req("v2.img", retries=2, retryInterval=5))
+    clk = VClock()
+    mptest.eq(_drip(job, clk, 4000), False)             # ~0.25 KiB/s < 2 KiB/s
+    mptest.eq(log.statuses().count("DownloadPaused"), 2)
+    paused = [i for i in log.items if i[0] == "DownloadPaused"]
+    mptest.true("slow" in paused[0][3], paused[0])
+    mptest.eq(log.last()[0], "DownloadFailed")
+    mptest.true("slow" in log.last()[3], log.last())
+    _untouched()
+
+
+def test_overall_deadline_fails_the_download():
+    log = Log()
+    job = _job(log, deadline_s=20, min_rate=1, rate_window_ms=1000)
+    job.start(_req("v2.img"))
+    clk = VClock()
+    mptest.eq(_drip(job, clk, 1500), False)             # 24 KiB at ~0.7 KiB/s: > 20 s
+    mptest.eq(log.last()[0], "DownloadFailed")
+    mptest.true("deadline 20 s" in log.last()[3], log.last())
+    _untouched()
+
+
+def test_a_fast_enough_download_is_not_affected():
+    job = _job(min_rate=256, rate_window_ms=10000, deadline_s=600)
+    job.start(_req("v2.img"))
+    mptest.true(_drip(job, VClock(), 20))
