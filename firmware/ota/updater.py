@@ -47,7 +47,8 @@ _DEFAULT_RETRIES = const(3)
 _DEFAULT_INTERVAL = const(60)
 _FIELDS = ("requestId", "location", "retrieveDateTime", "installDateTime", "retries",
            "retryInterval", "firmware", "signingCertificate", "signature", "force")
-_RESERVE = const(16384)   # flash kept free for the session log and configuration
+_RESERVE = const(16384)       # flash kept free for the session log and configuration
+CA_FILE = "trust/fw_ca.der"   # DER certificate of the CA that signs the firmware server's
 _FW_FIELDS = ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature")
 
 
@@ -219,7 +220,18 @@ class UpdateJob:
 
     def _default_fetcher(self, url, clock):
         return fetch.Fetcher(url, clock=clock, buf=self._buf, timeout_ms=self.timeout_ms,
-                             connect_timeout_ms=self.timeout_ms)
+                             connect_timeout_ms=self.timeout_ms, cadata=self._ca(url))
+
+    def _ca(self, url):
+        # https: the firmware-server CA of the trust store (outside the slots);
+        # none -> the fetcher refuses (fail closed)
+        if not url.startswith("https:"):
+            return None
+        try:
+            with open(_p(self.root, CA_FILE), "rb") as f:
+                return f.read(4096) or None
+        except OSError:
+            return None
 
     def _reset(self):
         self._st = _NONE

@@ -1,5 +1,6 @@
-# mptest: prep=tests.prep.updates:make timeout=600 heapsize=192K
-# Heap: as test_updater.py (the whole OTA chain, a LittleFS mount, the rig).
+# mptest: prep=tests.prep.updates:make timeout=600 heapsize=208K
+# Heap: as test_updater.py (208K: the whole OTA chain, a LittleFS mount, the
+# rig; the HTTPS case holds an mbedTLS context with a verified chain too).
 # The update rules of issue 13 / issue 10 §2-3 on a real LittleFS with a real
 # HTTP server (tools/serve.py): no update during an undecided trial, confirm
 # only what runs, the highest confirmed version, the resume validator,
@@ -21,10 +22,10 @@ def _data(name):
     return mptest.data_path(name)
 
 
-def _url(name):
-    with open(_data("port")) as f:
+def _url(name, which="port", host="127.0.0.1"):
+    with open(_data(which)) as f:
         port = int(f.read())
-    return "http://127.0.0.1:%d/%s" % (port, name)
+    return "%s://%s:%d/%s" % ("http" if which == "port" else "https", host, port, name)
 
 
 def _copy(src, dst):
@@ -39,6 +40,7 @@ def setup():
     _dev[0], _dev[1] = dev, d
     os.mkdir(R + "trust")
     _copy(_data("keys.bin"), R + "trust/keys.bin")
+    _copy(_data("ca.der"), R + "trust/fw_ca.der")
     boot.write_record(boot.Record("b"), R)
     ev = _data("v1.evb")
     slots.install("a", ev, 0, os.stat(ev)[6], R)
@@ -302,3 +304,29 @@ def test_a_fast_enough_download_is_not_affected():
     job = _job(min_rate=256, rate_window_ms=10000, deadline_s=600)
     job.start(_req("v2.img"))
     mptest.true(_drip(job, VClock(), 20))
+
+
+# ---- HTTPS verification (issue 13.1) --------------------------------------------
+
+def test_https_update_refuses_a_forged_server_with_a_clear_status():
+    log = Log()
+    job = _job(log)
+    req = _req("v2.img", retries=1, retryInterval=1)
+    req["location"] = _url("v2.img", "bad_tls_port", "localhost")   # self-signed, expired, other name
+    job.start(req)
+    mptest.eq(drive(job, VClock()), False)
+    mptest.eq(log.last()[0], "DownloadFailed")
+    mptest.true("tls: server certificate not trusted for localhost" in log.last()[3], log.last())
+    _untouched()
+    os.remove(R + "trust/fw_ca.der")                 # no CA: refused, never unverified
+    log = Log()
+    job = _job(log)
+    req["location"] = _url("v2.img", "tls_port", "localhost")
+    job.start(req)
+    mptest.eq(drive(job, VClock()), False)
+    mptest.true("no CA configured" in log.last()[3], log.last())
+    _untouched()
+    _copy(_data("ca.der"), R + "trust/fw_ca.der")
+    job = _job()
+    job.start(req)                                     # the real server: installs
+    mptest.true(drive(job, VClock()))

@@ -41,6 +41,7 @@ def setup():
     _dev[0], _dev[1] = dev, d
     os.mkdir(R + "trust")
     _copy(_data("keys.bin"), R + "trust/keys.bin")
+    _copy(_data("ca.der"), R + "trust/fw_ca.der")
     # slot a runs 1.0.0 (installed from its bundle while b is "active")
     boot.write_record(boot.Record("b"), R)
     ev = _data("v1.evb")
