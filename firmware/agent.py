@@ -19,6 +19,7 @@ PERIOD_MS = const(20)
 _MARGIN_MS = const(4)          # background work stops this long before the deadline
 _WDT_MS = const(8000)
 _RESET_DELAY_MS = const(1500)  # a reset waits at most this long for the link to flush
+_RESET_MAX_MS = const(9000)    # ... and for the contactor (C1 timeout 6 s + margin)
 _ERR_PRINT = const(5)          # first background errors printed in full, then counted
 _SELFTEST_TICKS = const(10)
 _AUTO = const(-1)              # "build it from the configuration"
@@ -297,6 +298,9 @@ class Agent:
     def _t_reset(self, now):
         if self._reset_at is None:
             return
+        if self._relay and time.ticks_diff(now, self._reset_max) < 0:
+            return    # current may flow: the charging core opens after C1, not we
+        self._t_sessions(now)   # the session record goes out (to the log) first
         link = self.link
         flushed = link is None or not link.connected or not link.pending()
         if flushed or time.ticks_diff(now, self._reset_at) >= 0:
@@ -321,9 +325,15 @@ class Agent:
             self.link.publish("firmware", report.firmware(status, rid, progress, reason), True, 1)
 
     def _on_reset(self, kind="hard"):
-        """Reset once the pending messages are out (at most _RESET_DELAY_MS)."""
+        """Reset once the pending messages are out (at most _RESET_DELAY_MS).
+        A running session is ended first: PWM off, the contactor opens when
+        the EV leaves C or at the C1 timeout (the charging core), its record
+        is written, then the reset (at most _RESET_MAX_MS after the request)."""
         self._reset_kind = kind
         self._reset_at = time.ticks_add(self._now, _RESET_DELAY_MS)
+        self._reset_max = time.ticks_add(self._now, _RESET_MAX_MS)
+        if self.evse.session is not None:
+            self.evse.stop_session("reset")
 
     def _config_changed(self, cfg):
         # telemetry period at once; the rest (limits, broker) at the next start
