@@ -372,3 +372,13 @@ def test_redirect_may_not_leave_the_allowed_origins():
     h = hashlib.sha256()
     _run(f, h)
     mptest.eq(_hex(h), _sha("small.bin"))
+
+
+def test_206_with_another_validator_is_refused_as_changed():
+    # a server that ignores If-Range answers 206 for a file whose validator is
+    # not the one resumed from: those bytes belong to another file
+    f = fetch.Fetcher(_url("/small.bin?ignore_ifrange=1"))
+    f.start(1000, 3000, validator='"stale"')
+    e = mptest.raises(fetch.FetchError, _run, f)
+    mptest.eq(e.code, fetch.E_CHANGED)
+    mptest.true('"stale"' in str(e), e)

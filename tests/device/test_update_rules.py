@@ -195,6 +195,24 @@ def test_slow_loop_periods_are_their_own_reason_and_need_several_in_a_window():
     mptest.raises(ValueError, health.Health, {}, 1000, 0, 0)
 
 
+def test_republished_behind_a_server_ignoring_if_range_restarts_cleanly():
+    # the resume gets a 206 of the NEW file (If-Range ignored): refused as
+    # 'changed', the staging file starts over from 0, the new release installs
+    www = _data("www") + "/"
+    _copy(www + "v2.img", www + "rep2.img")
+    log = Log()
+    job = _job(log)
+    job.start(_req("rep2.img?drop=3000&ignore_ifrange=1", retries=5, retryInterval=1))
+    clk = VClock()
+    drive(job, clk, stop=lambda j: j._done >= 3000 and j._f is None)
+    time.sleep_ms(5)
+    _copy(www + "v201.img", www + "rep2.img")         # re-published: 2.0.1
+    mptest.true(drive(job, clk), log.last())
+    mptest.true("InvalidSignature" not in log.statuses(), log.statuses())
+    mptest.eq(boot.read_record(R).pending_version, "2.0.1")
+    os.remove(www + "rep2.img")
+
+
 def test_release_republished_during_a_download_restarts_cleanly():
     # each connection drops after 3000 bytes; after the first one the file on
     # the server is replaced by another signed release: the resume carries

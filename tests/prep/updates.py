@@ -206,6 +206,7 @@ def make(d):
     sign(v2, w("v2_k3.img"), k(3), "2.0.0", sec=2)
     sign(v2, w("v2_sec1.img"), k(1), "2.0.0", sec=1)
     sign(v2, w("v25_mismatch.img"), k(1), "2.5.0", sec=2)   # header 2.5.0, bundle 2.0.0
+    sign(bundle(d, "v201", "2.0.1", data_kb=24), w("v201.img"), k(1), "2.0.1", sec=2)  # a re-publish
     sign(bundle(d, "v2b", "2.0.0", board="evse-other"), w("v2_board.img"), k(1), "2.0.0", sec=2,
          board="evse-other")
     sign(bundle(d, "v09", "0.9.0"), w("v09.img"), k(1), "0.9.0", sec=1)
