@@ -29,10 +29,11 @@ _MAX_MANIFEST = 32768
 _MAX_REASON = 40
 _MAX_TRIALS = 255
 _MAX_NONTRIAL_FAILS = 3
+_IMPORT_TRIES = 3          # an import is retried (gc between) before anything is persisted
 
 
 def crc32(data, crc=0):
-    """CRC-32 (IEEE 802.3, as zlib/binascii); falls back to a bitwise loop."""
+    # CRC-32 (IEEE 802.3, as zlib/binascii); falls back to a bitwise loop.
     if _crc32 is not None:
         return _crc32(data, crc) & 0xFFFFFFFF
     crc = ~crc & 0xFFFFFFFF
@@ -52,12 +53,13 @@ def other(slot):
 
 
 class Record:
-    """The boot record. Attributes (also readable as rec['name']):
-    seq, active, pending, trials, confirmed, floor, pending_sec,
-    pending_version, reason, failed_version, boots."""
+    # The boot record. Attributes (also readable as rec['name']):
+    # seq, active, pending, trials, confirmed, floor, pending_sec,
+    # pending_version, reason, failed_version, boots.
 
     FIELDS = ("seq", "active", "pending", "trials", "confirmed", "floor",
-              "pending_sec", "pending_version", "reason", "failed_version", "boots")
+              "pending_sec", "pending_version", "reason", "failed_version", "boots", "top", "version")
+    OPTIONAL = ("top", "version")     # absent in records written before it existed
 
     def __init__(self, active="a"):
         self.seq = 0
@@ -71,6 +73,8 @@ class Record:
         self.reason = None
         self.failed_version = None
         self.boots = 0
+        self.top = None          # highest version ever confirmed (downgrade check)
+        self.version = None      # the active slot's signed version (None: from its MANIFEST)
 
     def __getitem__(self, name):
         return getattr(self, name)
@@ -101,7 +105,7 @@ def encode(rec):
 
 
 def decode(data):
-    """bytes -> Record, or None when the copy is torn, corrupt or invalid."""
+    # bytes -> Record, or None when the copy is torn, corrupt or invalid.
     try:
         if len(data) < 10 or data[:4] != _MAGIC:
             return None
@@ -113,7 +117,7 @@ def decode(data):
         d = json.loads(data[6:6 + n])
         rec = Record()
         for k in Record.FIELDS:
-            setattr(rec, k, d[k])
+            setattr(rec, k, d.get(k) if k in Record.OPTIONAL else d[k])
     except Exception:
         return None
     ok = (isinstance(rec.seq, int) and 0 <= rec.seq <= 0xFFFFFFFF
@@ -124,12 +128,12 @@ def decode(data):
           and isinstance(rec.floor, int) and 0 <= rec.floor <= 0xFFFFFFFF
           and _opt_int(rec.pending_sec) and _opt_int(rec.boots) and rec.boots is not None
           and _opt_str(rec.pending_version) and _opt_str(rec.reason)
-          and _opt_str(rec.failed_version))
+          and _opt_str(rec.failed_version) and _opt_str(rec.top) and _opt_str(rec.version))
     return rec if ok else None
 
 
 def newer(a, b):
-    """True when sequence number a is newer than b (mod 2**32)."""
+    # True when sequence number a is newer than b (mod 2**32).
     d = (a - b) & 0xFFFFFFFF
     return 0 < d < 0x80000000
 
@@ -143,7 +147,7 @@ def _read_copy(root, i):
 
 
 def _best(root):
-    """(record or None, index of the copy it came from or -1)."""
+    # (record or None, index of the copy it came from or -1).
     r0 = _read_copy(root, 0)
     r1 = _read_copy(root, 1)
     if r0 is None and r1 is None:
@@ -160,7 +164,7 @@ def _write_copy(root, i, rec):
 
 
 def write_record(rec, root="/"):
-    """Write rec (seq := newest + 1) into the copy NOT holding the newest record."""
+    # Write rec (seq := newest + 1) into the copy NOT holding the newest record.
     root = _root(root)
     cur, idx = _best(root)
     rec.seq = ((cur.seq if cur is not None else 0) + 1) & 0xFFFFFFFF
@@ -169,19 +173,48 @@ def write_record(rec, root="/"):
 
 
 def read_record(root="/"):
-    """The current record; a sane default when there is none (not written)."""
+    # The current record; a sane default when there is none (not written).
     root = _root(root)
     rec, _ = _best(root)
     if rec is not None:
         return rec
-    best, bestv = None, None
-    for s in _SLOTS:
-        ok, _, m = check_slot(s, root)
-        if ok:
-            v = _vkey(m.get("version"))
-            if best is None or v > bestv:
-                best, bestv = s, v
-    return Record(best or "a")
+    return _ev().default_record(root)
+
+
+def drop_evidence(slot, root="/"):
+    # before a slot is wiped or sealed: its confirmation marker first, then its evidence
+    root = _root(root)
+    for ext in (".ok", ".sig"):
+        try:
+            os.remove(root + "slots/" + slot + ext)
+        except OSError:
+            pass
+
+
+def _version(slot, signed, root, m):
+    # the version a slot runs: the signed one the record holds (set from the
+    # verified image header by the updater), else the slot's bound evidence,
+    # else (a sealed deploy, no evidence) the MANIFEST's
+    if signed is not None:
+        return signed
+    try:
+        os.stat(root + "slots/" + slot + ".sig")
+    except OSError:
+        v = m.get("version") if m else None
+        return v if _opt_str(v) else None
+    return _ev().slot_version(slot, root, m)[0]
+
+
+def _ev_done():
+    # the agent does not keep bootev.py loaded (heap): dropped after each use
+    sys.modules.pop("bootev", None)
+
+
+def _ev():
+    # The per-slot evidence module (bootev.py, beside boot.py): compiled only
+    # when called, so that its parse tree and boot.py's never peak together.
+    import bootev
+    return bootev
 
 
 def _vkey(v):
@@ -199,7 +232,7 @@ def _vkey(v):
 # ---- record transitions (the updater's API) ---------------------------------
 
 def set_pending(slot, sec_counter=None, trials=3, version=None, root="/"):
-    """After install + verify of `slot`: boot it on trial at the next start."""
+    # After install + verify of `slot`: boot it on trial at the next start.
     root = _root(root)
     rec = read_record(root)
     if slot not in _SLOTS or slot == rec.active:
@@ -219,16 +252,25 @@ def set_pending(slot, sec_counter=None, trials=3, version=None, root="/"):
     return write_record(rec, root)
 
 
-def confirm(root="/"):
-    """The pending slot passed its health checks: make it active. The ONLY
-    place the security-counter floor is raised. False when nothing pending."""
+def confirm(root="/", slot=None, version=None):
+    # The pending slot passed its health checks: make it active. The ONLY
+    # place the security-counter floor is raised. False when nothing pending,
+    # or when `slot`/`version` (what actually ran the trial) is not the pending
+    # slot and version: a slot that never ran is never confirmed.
     root = _root(root)
     rec = read_record(root)
     if rec.pending is None:
         return False
-    rec.active, rec.pending, rec.trials, rec.confirmed = rec.pending, None, 0, True
+    if (slot is not None and slot != rec.pending) or \
+            (version is not None and rec.pending_version is not None and version != rec.pending_version):
+        return False
+    new = rec.pending
+    rec.active, rec.pending, rec.trials, rec.confirmed = new, None, 0, True
+    rec.version = rec.pending_version
     if rec.pending_sec is not None and rec.pending_sec > rec.floor:
         rec.floor = rec.pending_sec
+    if rec.pending_version is not None and (rec.top is None or _vkey(rec.pending_version) > _vkey(rec.top)):
+        rec.top = rec.pending_version
     rec.pending_sec = rec.pending_version = None
     rec.reason = rec.failed_version = None
     write_record(rec, root)
@@ -243,7 +285,7 @@ def _drop_pending(rec, reason):
 
 
 def rollback(reason, root="/"):
-    """Drop the pending slot (active stays), remember why. False when none."""
+    # Drop the pending slot (active stays), remember why. False when none.
     root = _root(root)
     rec = read_record(root)
     if rec.pending is None:
@@ -254,8 +296,8 @@ def rollback(reason, root="/"):
 
 
 def clear_pending(root="/"):
-    """Forget a pending slot without recording a failure (the updater is about
-    to overwrite it). False when nothing was pending."""
+    # Forget a pending slot without recording a failure (the updater is about
+    # to overwrite it). False when nothing was pending.
     root = _root(root)
     rec = read_record(root)
     if rec.pending is None:
@@ -267,7 +309,7 @@ def clear_pending(root="/"):
 
 
 def clear_reason(root="/"):
-    """The agent reported the last fallback: forget reason/failed_version."""
+    # The agent reported the last fallback: forget reason/failed_version.
     root = _root(root)
     rec = read_record(root)
     if rec.reason is None and rec.failed_version is None:
@@ -280,7 +322,7 @@ def clear_reason(root="/"):
 # ---- manifest check ---------------------------------------------------------
 
 def read_manifest(slot, root="/"):
-    """The slot's MANIFEST as a dict, or None when missing or garbled."""
+    # The slot's MANIFEST as a dict, or None when missing or garbled.
     p = _root(root) + "slots/" + slot + "/MANIFEST"
     try:
         if os.stat(p)[6] > _MAX_MANIFEST:
@@ -301,7 +343,7 @@ def _hexdigest(h):
 
 
 def _walk(top, rel, files, buf):
-    """Every regular file under top must be listed in files; returns count."""
+    # Every regular file under top must be listed in files; returns count.
     n = 0
     for ent in os.ilistdir(top):
         name, kind = ent[0], ent[1]
@@ -316,8 +358,8 @@ def _walk(top, rel, files, buf):
 
 
 def check_slot(slot, root="/", buf=None):
-    """(ok, why, manifest): every file listed in the MANIFEST exists with the
-    listed size and SHA-256, and no file is present that is not listed."""
+    # (ok, why, manifest): every file listed in the MANIFEST exists with the
+    # listed size and SHA-256, and no file is present that is not listed.
     if slot not in _SLOTS:
         return False, "bad slot", None
     base = _root(root) + "slots/" + slot
@@ -362,11 +404,11 @@ def verify_slot(slot, root="/"):
 # ---- slot choice -------------------------------------------------------------
 
 def select(root="/"):
-    """Choose the slot to run; returns (slot or None, bootinfo). A pending
-    slot's trial count is decremented and written BEFORE it is returned."""
+    # Choose the slot to run; returns (slot or None, bootinfo). A pending
+    # slot's trial count is decremented and written BEFORE it is returned.
     root = _root(root)
     rec = read_record(root)
-    chosen, trial, version = None, False, None
+    chosen, trial, version, last = None, False, None, False
     if rec.pending is not None:
         if rec.trials <= 0:
             _drop_pending(rec, "trials_exhausted")
@@ -374,21 +416,26 @@ def select(root="/"):
             ok, _, m = check_slot(rec.pending, root)
             if ok:
                 rec.trials -= 1
-                chosen, trial, version = rec.pending, True, m.get("version")
+                chosen, trial, version = rec.pending, True, _version(rec.pending, rec.pending_version, root, m)
             else:
                 _drop_pending(rec, "manifest_mismatch")
     if chosen is None:
         ok, _, m = check_slot(rec.active, root)
         if ok:
-            chosen, version = rec.active, m.get("version")
+            chosen, version = rec.active, _version(rec.active, rec.version, root, m)
         else:
-            ok2, _, m2 = check_slot(other(rec.active), root)
+            o = other(rec.active)
+            ok2, _, m2 = check_slot(o, root)
             if ok2:
                 v = m.get("version") if m else None
                 rec.failed_version = v if _opt_str(v) else None
-                rec.reason = "manifest_mismatch"
-                rec.active = other(rec.active)
-                chosen, version = rec.active, m2.get("version")
+                why = _ev().fallback_doubt(o, root, rec.floor)
+                # last resort (stated, reported): better than no firmware; the floor is kept
+                rec.reason = "last_resort: " + why if why else "manifest_mismatch"
+                last = why is not None
+                rec.active = o
+                rec.version = _ev().slot_version(o, root, m2)[0]
+                chosen, version = o, rec.version
     rec.boots = (rec.boots + 1) & 0xFFFFFFFF
     try:
         write_record(rec, root)
@@ -401,7 +448,8 @@ def select(root="/"):
             version = None
     info = {"slot": chosen, "trial": trial, "trials": rec.trials,
             "reason": rec.reason, "failed_version": rec.failed_version,
-            "version": version, "boots": rec.boots, "root": root}
+            "version": version, "boots": rec.boots, "root": root, "last_resort": last,
+            "floor": rec.floor, "top": rec.top}
     return chosen, info
 
 
@@ -416,46 +464,49 @@ def _purge(path):
 
 
 def _note(root, reason, slot, info):
-    """A non-trial start of `slot` failed: record why; when the slot cannot
-    even be imported and the other slot verifies, make the other one active."""
+    # A non-trial start of `slot` failed: record why; when the slot cannot
+    # even be imported (every retry) and the other slot verifies and is a plain
+    # fallback (not below the floor, not unconfirmed), make the other one active.
     rec = read_record(root)
     rec.reason = reason
     if reason == "import_failed" and rec.active == slot and rec.pending is None \
-            and verify_slot(other(slot), root):
+            and verify_slot(other(slot), root) and _ev().fallback_doubt(other(slot), root, rec.floor) is None:
         rec.active = other(slot)
+        rec.version = _ev().slot_version(rec.active, root)[0]
         v = info.get("version")
         rec.failed_version = v if _opt_str(v) else None
     write_record(rec, root)
 
 
 def main(root="/", run=True):
-    """Select a slot, import firmware.agent from it and call agent.run(bootinfo).
-    A failed import or a crash of run() is handled in-process (rollback,
-    fallback) and the choice repeated. Returns the last bootinfo; its 'slot'
-    is None when nothing could be started (safe 'no firmware' state)."""
+    # Select a slot, import firmware.agent from it and call agent.run(bootinfo).
+    # A failed import or a crash of run() is handled in-process (rollback,
+    # fallback) and the choice repeated. Returns the last bootinfo; its 'slot'
+    # is None when nothing could be started (safe 'no firmware' state).
     root = _root(root)
     fails = 0
+    mem = 0
     info = {"slot": None}
-    while fails < _MAX_NONTRIAL_FAILS:
+    while fails < _MAX_NONTRIAL_FAILS and mem < _IMPORT_TRIES:
         slot, info = select(root)
         if slot is None:
             break
         path = root + "slots/" + slot
-        _purge(path)
-        sys.path.insert(0, path)
-        try:
-            __import__("firmware.agent")
-            agent = sys.modules["firmware.agent"]
-        except Exception as e:
-            print("boot: slot %s import failed:" % slot)
-            sys.print_exception(e)
-            _purge(path)
+        agent, err = _import(path)
+        if agent is None:
+            print("boot: slot %s import failed %d times:" % (slot, _IMPORT_TRIES))
+            sys.print_exception(err)
             if info["trial"]:
                 rollback("import_failed", root)
+            elif isinstance(err, MemoryError):
+                # transient: nothing persisted, the good slot is never marked failed
+                mem += 1
+                continue
             else:
                 fails += 1
                 _note(root, "import_failed", slot, info)
             continue
+        _ev_done()            # the agent's heap: bootev.py is not kept loaded
         if not run:
             return info
         try:
@@ -465,18 +516,48 @@ def main(root="/", run=True):
             print("boot: slot %s crashed:" % slot)
             sys.print_exception(e)
             _purge(path)
+            if isinstance(e, MemoryError) and not info["trial"]:
+                mem += 1          # not persisted: a transient heap shortage
+                continue
             if not info["trial"]:
                 fails += 1
             _note(root, "crashed", slot, info)
     info["slot"] = None
+    if mem >= _IMPORT_TRIES:
+        # main.py waits and starts over: a heap shortage never ends in 'no firmware'
+        info["transient"] = True
+        info["reason"] = "memory"
     return info
 
 
+def _import(path):
+    # Import firmware.agent from path, _IMPORT_TRIES times (gc between) before
+    # giving up: (module, None) or (None, last exception).
+    import gc
+    err = None
+    for _ in range(_IMPORT_TRIES):
+        _purge(path)
+        sys.path.insert(0, path)
+        try:
+            __import__("firmware.agent")
+            return sys.modules["firmware.agent"], None
+        except Exception as e:
+            err = e
+            _purge(path)
+            gc.collect()
+    return None, err
+
+
 def idle(info, forever=True, period_s=30):
-    """Safe 'no firmware' state: no HAL is loaded, so no relay can close."""
+    # Safe 'no firmware' state: no HAL is loaded, so no relay can close.
+    # A transient failure (heap shortage) returns after one period: the caller
+    # (main.py) starts over.
     import time
     while True:
         print("boot: no bootable firmware (%s); waiting for service" % (info.get("reason"),))
+        if info.get("transient"):
+            time.sleep(period_s if forever else 0)
+            return
         if not forever:
             return
         time.sleep(period_s)

@@ -19,9 +19,9 @@ PERIOD_MS = const(20)
 _MARGIN_MS = const(4)          # background work stops this long before the deadline
 _WDT_MS = const(8000)
 _RESET_DELAY_MS = const(1500)  # a reset waits at most this long for the link to flush
+_RESET_MAX_MS = const(9000)    # ... and for the contactor (C1 timeout 6 s + margin)
 _ERR_PRINT = const(5)          # first background errors printed in full, then counted
 _SELFTEST_TICKS = const(10)
-_LOOP_STRIKES = const(3)       # trial: this many periods over health.max_loop_ms fail it
 _AUTO = const(-1)              # "build it from the configuration"
 
 
@@ -95,7 +95,6 @@ class Agent:
         self._rot = 0
         self.confirmed = None     # trial boot: None undecided, True confirmed, False rolled back
         self._max_loop_ms = None
-        self._strikes = 0
         self._selftest = False
         self.ocpp = None          # built after the updater, which may report at once
         self.sessions = self._build_sessions() if sessions is _AUTO else sessions
@@ -348,7 +347,8 @@ class Agent:
         if r is None:
             return
         from firmware.ota import health
-        st = health.settle(r, h.reason, self.root)
+        bi = self.bootinfo
+        st = health.settle(r, h.reason, self.root, bi.get("slot"), bi.get("version"))
         if r is True:
             self.confirmed = True
             print("agent: trial boot confirmed")
@@ -363,6 +363,9 @@ class Agent:
     def _t_reset(self, now):
         if self._reset_at is None:
             return
+        if self._relay and time.ticks_diff(now, self._reset_max) < 0:
+            return    # current may flow: the charging core opens after C1, not we
+        self._t_sessions(now)   # the session record goes out (to the log) first
         link = self.link
         flushed = link is None or not link.connected or not link.pending()
         oc = self.ocpp
@@ -394,9 +397,15 @@ class Agent:
             self.link.publish("firmware", report.firmware(status, rid, progress, reason), True, 1)
 
     def _on_reset(self, kind="hard"):
-        """Reset once the pending messages are out (at most _RESET_DELAY_MS)."""
+        """Reset once the pending messages are out (at most _RESET_DELAY_MS).
+        A running session is ended first: PWM off, the contactor opens when
+        the EV leaves C or at the C1 timeout (the charging core), its record
+        is written, then the reset (at most _RESET_MAX_MS after the request)."""
         self._reset_kind = kind
         self._reset_at = time.ticks_add(self._now, _RESET_DELAY_MS)
+        self._reset_max = time.ticks_add(self._now, _RESET_MAX_MS)
+        if self.evse.session is not None:
+            self.evse.stop_session("reset")
 
     def _config_changed(self, cfg):
         # telemetry period at once; the rest (limits, broker) at the next start
@@ -518,9 +527,7 @@ class Agent:
                     self.loop_max_ms = gap
                 ml = self._max_loop_ms
                 if ml and gap > ml and self.confirmed is None and self.health is not None:
-                    self._strikes += 1
-                    if self._strikes == _LOOP_STRIKES:
-                        self.health.exception("loop_period_%dms" % gap)
+                    self.health.slow_period(gap, start)
             deadline = time.ticks_add(deadline, period)
             self.tick(b.ticks_ms(), time.ticks_add(deadline, -_MARGIN_MS))
             end = clock()

@@ -250,10 +250,18 @@ class Commands:
         self.updater.start(req)
 
     def _reset(self, msg):
-        _only(msg, ("type",))
+        # refused while a session runs unless force: true; a forced reset ends
+        # the session first (PWM off, contactor opened after the EV leaves C or
+        # the C1 timeout, session record written: the agent's reset path)
+        _only(msg, ("type", "force"))
         kind = _str(msg, "type", 8) or "soft"
         if kind not in RESET_TYPES:
             raise Refused("type must be one of: " + ", ".join(RESET_TYPES))
+        force = msg.get("force", False)
+        if force is not True and force is not False:
+            raise Refused("force must be true or false")
+        if self.evse.session is not None and not force:
+            raise Refused("a charging session runs: stop it first, or send force: true")
         fn = self.on_reset
         if fn is None:
             raise Refused("reset not available")

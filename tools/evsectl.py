@@ -49,7 +49,7 @@ def build_parser():
     s.add_argument("--key", required=True, help="signing key (PEM from `evsectl keygen`, Ed25519 or ECDSA P-256)")
     s.add_argument("--version", required=True, help="MAJOR.MINOR.REVISION[+BUILD]")
     s.add_argument("--board", required=True, help="board id the image is for: sim, esp32 or rp2")
-    s.add_argument("--security-counter", type=int, default=None, help="anti-rollback counter (default: none)")
+    s.add_argument("--security-counter", type=int, default=None, help="anti-rollback counter (default: the major version)")
     s.add_argument("--src", default="firmware", help="package directory to release (default: firmware)")
     s.add_argument("--out", default="build", help="output directory (default: build)")
     s.add_argument("--no-mpy", action="store_true", help="ship .py sources instead of .mpy bytecode")

@@ -74,6 +74,10 @@ def _existing_key(img_path, json_path):
 def build(key, version, board, security_counter=None, src=None, out="build", use_mpy=True,
           compress=True, name="evse", force=False):
     vt = parse_version(version)
+    if security_counter is None:
+        # default: the major version (docs/ota.md "Security counter"); a
+        # security fix inside a major line bumps it explicitly
+        security_counter = vt[0]
     if not _BOARD.match(board or ""):
         raise ValueError("board id %r: 1-32 characters of A-Z a-z 0-9 . _ -" % board)
     if board not in BOARDS:

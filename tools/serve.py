@@ -30,6 +30,8 @@ request, from two sources that are merged:
     status=C       answer with status C and an empty body
     stall_head=T   wait T seconds before sending the response header
     redirect=P     answer 302 with Location: P
+    ignore_ifrange=1  answer a Range request with 206 even when If-Range does
+                   not match (a broken cache/server)
 * a :class:`Faults` object given to :func:`serve` (``faults=``): rules pushed
   by the host test (``faults.push(path='/fw.img', drop=100)`` for the next
   matching request, ``faults.always(...)`` for every one) and, when the server
@@ -57,7 +59,7 @@ TIMEOUT_S = 30.0             # any single socket read/write
 HEADER_TIMEOUT_S = 10.0      # request line + headers, in total
 MAX_CONNECTIONS = 32
 _KEYS = ("drop", "droprand", "extra", "stall", "stall_at", "stall_head", "norange", "cl",
-         "status", "redirect")
+         "status", "redirect", "ignore_ifrange")
 
 
 class Faults:
@@ -281,7 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         rng = None
         if str(spec.get("norange", "0")).lower() in ("0", "false", ""):
             if_range = self.headers.get("If-Range")
-            if if_range is None or if_range.strip() in (etag, last_mod):
+            if if_range is None or if_range.strip() in (etag, last_mod) or \
+                    str(spec.get("ignore_ifrange", "0")) not in ("0", "false", ""):
                 rng = parse_range(self.headers.get("Range"), size)
         if rng == "unsatisfiable":
             return self._send_empty(416, [("Content-Range", "bytes */%d" % size)])

@@ -41,6 +41,7 @@ E_CLOSED = "closed"        # connection closed before the declared end
 E_REDIRECT = "redirect"    # too many redirects or bad Location
 E_ENCODING = "encoding"    # Transfer-Encoding we do not speak (chunked)
 E_IO = "io"                # other socket error
+E_CHANGED = "changed"      # a 206 whose validator is not the one resumed from
 
 _IDLE = const(0)
 _CONNECT = const(1)
@@ -50,6 +51,8 @@ _BODY = const(4)
 _DONE = const(5)
 
 _EAGAIN = (errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY, errno.ETIMEDOUT)
+# mbedTLS: X509_CERT_VERIFY_FAILED, SSL_BAD_CERTIFICATE / fatal alert, X509 parse errors
+_X509_FAILED = (-0x2700, -0x7A00, -0x7780, -0x2180, -0x2200)
 
 
 class FetchError(Exception):
@@ -99,8 +102,14 @@ def parse_url(url):
 class Fetcher:
     def __init__(self, url, clock=None, bufsize=1024, timeout_ms=10000,
                  connect_timeout_ms=10000, max_redirects=3, tls_context=None, buf=None,
-                 user_agent="evse-agent"):
+                 user_agent="evse-agent", cadata=None, origins=None):
         self._target = parse_url(url)
+        # https: the server's chain must verify against cadata (DER CA
+        # certificate) and name the host; no CA -> refused (fail closed)
+        self.cadata = cadata
+        # redirects may only go to these (tls, host, port); default: the URL's own
+        t = self._target
+        self.origins = origins if origins is not None else ((t[0], t[1], t[2]),)
         self.url = url
         self.clock = clock or time.ticks_ms
         self.buf = buf if buf is not None else bytearray(bufsize)
@@ -184,6 +193,14 @@ class Fetcher:
         except FetchError:
             self.close()
             raise
+        except ValueError as e:
+            # mbedTLS verification verdicts (MicroPython raises them as ValueError)
+            self.close()
+            if not self._target[0]:
+                raise
+            why = " ".join(str(e).split())
+            raise FetchError(E_TLS, "server certificate not trusted for %s: %s"
+                             % (self._target[1], why[:120] or "verification failed"))
         except OSError as e:
             self.close()
             code = e.args[0] if e.args else None
@@ -191,6 +208,9 @@ class Fetcher:
                 raise FetchError(E_CLOSED, "reset at %d" % self.pos)
             if code in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
                 raise FetchError(E_CONNECT, code)
+            if self._target[0] and isinstance(code, int) and code in _X509_FAILED:
+                raise FetchError(E_TLS, "server certificate not trusted for %s (chain, host name "
+                                 "or validity; mbedTLS %d)" % (self._target[1], code))
             raise FetchError(E_TLS if self._target[0] else E_IO, code)
 
     # -- internals -------------------------------------------------------
@@ -251,9 +271,12 @@ class Fetcher:
         ctx = self.tls_context
         try:
             if ctx is None:
+                if not self.cadata:
+                    raise FetchError(E_TLS, "no CA configured to verify %s" % host)
                 import ssl
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.verify_mode = ssl.CERT_NONE  # integrity comes from the image signature
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cadata=self.cadata)
                 self.tls_context = ctx
             self._sock = ctx.wrap_socket(self._sock, server_hostname=host,
                                          do_handshake_on_connect=False)
@@ -378,6 +401,9 @@ class Fetcher:
                 raise FetchError(E_RANGE, "length %d != range" % length)
             if total is not None and end >= total:
                 raise FetchError(E_RANGE, "end past total")
+            if self._want and self.etag and validator and validator != self.etag:
+                # the server ignored If-Range: these bytes belong to another file
+                raise FetchError(E_CHANGED, "validator %s, resumed from %s" % (validator, self.etag))
             self.total = total
             self._end = end + 1
             self._body_pos = start
@@ -416,6 +442,9 @@ class Fetcher:
             target = parse_url(loc)
         except FetchError:
             raise FetchError(E_REDIRECT, "bad location")
+        if (target[0], target[1], target[2]) not in self.origins:
+            raise FetchError(E_REDIRECT, "%s://%s:%d not allowed" % (
+                "https" if target[0] else "http", target[1], target[2]))
         want, limit, etag, n = self._want, self.limit, self.etag, self._redirects
         self.close()
         self._target = target

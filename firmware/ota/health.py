@@ -9,6 +9,9 @@
 #   h.agent_started(); h.tick() (each control step); h.cp_selftest(ok);
 #   h.selftest(result) (check "selftest": the charging core's power-on self-test);
 #   h.exception(e) (uncaught exception)
+#   h.slow_period(gap_ms, now_ms) (a loop period over the limit: its own
+#       reason, and only `slow_count` of them within `slow_window_ms` fail
+#       the trial - a busy host is slow, not broken)
 #   r = h.poll(now_ms)  # None: undecided, True: healthy, False: h.reason
 #   settle(r, h.reason, root)   # True -> boot.confirm, False -> boot.rollback
 #
@@ -20,10 +23,13 @@ import boot
 from firmware.ota import job
 
 _KNOWN = ("agent_started", "loop_ticks", "cp_selftest", "backend", "stable_ms", "selftest")
+SLOW_COUNT = 5            # slow periods ...
+SLOW_WINDOW_MS = 10000    # ... within this window fail a trial
 
 
 class Health:
-    def __init__(self, checks, timeout_ms, start_ms=0):
+    def __init__(self, checks, timeout_ms, start_ms=0, slow_count=SLOW_COUNT,
+                 slow_window_ms=SLOW_WINDOW_MS):
         if not isinstance(checks, dict):
             raise ValueError("checks must be a dict")
         for k in checks:
@@ -45,6 +51,13 @@ class Health:
         self._st = None           # charging core self-test: None running, "ok", or why it failed
         self._backend = False
         self._exc = None
+        if not isinstance(slow_count, int) or not 1 <= slow_count <= 64 \
+                or not isinstance(slow_window_ms, int) or slow_window_ms <= 0:
+            raise ValueError("slow_count 1..64 and slow_window_ms > 0")
+        self._slow = [0] * slow_count      # ring of the last slow periods' times
+        self._nslow = 0
+        self._slow_win = slow_window_ms
+        self._slow_fail = None
 
     # -- observations -------------------------------------------------------
     def agent_started(self):
@@ -63,6 +76,19 @@ class Health:
     def exception(self, exc):
         if self._exc is None:
             self._exc = exc if isinstance(exc, str) else type(exc).__name__
+
+    def slow_period(self, gap_ms, now_ms):
+        """A control period of gap_ms (over the limit) ended at now_ms. The trial
+        fails once len(ring) of them fall within the window."""
+        r = self._slow
+        n = len(r)
+        r[self._nslow % n] = now_ms
+        self._nslow += 1
+        if self._slow_fail is None and self._nslow >= n:
+            oldest = r[self._nslow % n]
+            if time.ticks_diff(now_ms, oldest) <= self._slow_win:
+                self._slow_fail = "slow_loop: %d periods over limit in %d ms (last %d ms)" % (
+                    n, time.ticks_diff(now_ms, oldest), gap_ms)
 
     # -- verdict ------------------------------------------------------------
     def _elapsed(self, now_ms):
@@ -95,6 +121,8 @@ class Health:
         c = self.checks
         if self._exc is not None:
             return self._verdict(False, "uncaught_exception: %s" % self._exc)
+        if self._slow_fail is not None:
+            return self._verdict(False, self._slow_fail)
         if c.get("cp_selftest") and self._cp is False:
             return self._verdict(False, "cp_selftest_failed")
         if c.get("selftest") and self._st is not None and self._st != "ok":
@@ -120,12 +148,16 @@ class Health:
         return ok
 
 
-def settle(result, reason, root="/"):
+def settle(result, reason, root="/", slot=None, version=None):
     """Apply a health verdict to the boot record. True: confirm (raises the
-    security-counter floor) and return 'Installed'. False: roll back (the
-    caller then reboots into the previous slot) and return None. None: None."""
+    security-counter floor) and return 'Installed' - only when `slot` and
+    `version` (what ran the trial, from bootinfo) are the pending ones. False:
+    roll back (the caller then reboots into the previous slot) and return
+    None. None: None."""
     if result is True:
-        if boot.confirm(root):
+        if boot.confirm(root, slot, version):
+            from firmware.ota import evidence   # only now: the trial's heap stays small
+            evidence.mark_confirmed(boot.read_record(root).active, root)
             job.clear_job(root)
             return job.INSTALLED
         return None
@@ -148,6 +180,7 @@ def boot_report(root="/"):
     if rec.reason is not None:
         why = rec.reason
         if rec.failed_version:
+            job.remember_failed(rec.failed_version, rec.reason, root)
             why = "%s (version %s)" % (why, rec.failed_version)
         boot.clear_reason(root)
         if jb is not None and state == "rebooting":

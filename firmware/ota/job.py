@@ -66,6 +66,57 @@ def save_job(job, root="/"):
     os.rename(p + ".tmp", p)
 
 
+FAILED_FILE = "ota_failed.json"
+_MAX_FAILED = 6
+
+
+def failed_versions(root="/"):
+    """{version: reason} of versions that failed their trial (newest last);
+    {} when missing or garbled (then only the record's last reason remains)."""
+    try:
+        if os.stat(path_of(root, FAILED_FILE))[6] > 1024:
+            return {}
+        with open(path_of(root, FAILED_FILE)) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_failed(version, reason, root="/"):
+    """Keep the reason a version failed (at most _MAX_FAILED, oldest dropped)."""
+    if not isinstance(version, str) or not version:
+        return
+    d = failed_versions(root)
+    d.pop(version, None)
+    while len(d) >= _MAX_FAILED:
+        d.pop(next(iter(d)))
+    d[version] = str(reason)[:60]
+    p = path_of(root, FAILED_FILE)
+    try:
+        with open(p + ".tmp", "w") as f:
+            f.write(json.dumps(d))
+        os.rename(p + ".tmp", p)
+    except OSError:
+        pass
+
+
+def clean_orphans(root="/"):
+    """At start-up with no valid job: a garbled or missing job file must not
+    leave a staged (unverified) image on flash. Returns True if anything was
+    removed."""
+    if load_job(root) is not None:
+        return False
+    gone = False
+    for p in [staging_path(s, root) for s in SLOTS] + [path_of(root, JOB_FILE), path_of(root, JOB_FILE) + ".tmp"]:
+        try:
+            os.remove(p)
+            gone = True
+        except OSError:
+            pass
+    return gone
+
+
 def clear_job(root="/"):
     """Forget the job: its file and any staged image."""
     for s in SLOTS:

@@ -9,7 +9,7 @@
 import sys
 from firmware.ota import job as _job
 
-_MODULES = ("health", "updater", "fetch", "image", "ed25519", "sha512", "bundle", "slots")
+_MODULES = ("health", "updater", "fetch", "image", "ed25519", "sha512", "bundle", "slots", "evidence")
 
 
 def release():
@@ -64,7 +64,10 @@ class OnDemandUpdater:
     def resume(self):
         """After a boot: continue a job persisted on flash, if there is one."""
         j = _job.load_job(self.root)
-        if j is None or j.get("state") == "rebooting":
+        if j is None:
+            _job.clean_orphans(self.root)     # garbled job file: drop its staged image
+            return False
+        if j.get("state") == "rebooting":
             return False     # nothing to do, or the trial boot's verdict (health.py) is awaited
         ok = self._load().resume()
         if not ok and self._idle():

@@ -1,6 +1,7 @@
 # A/B slots on the device filesystem: /slots/a/, /slots/b/ (package files +
 # MANIFEST), staging files /slots/<x>.img. The boot record and the manifest
 # check live in /boot.py (outside the slots); this module calls into it.
+import gc
 import os
 import json
 import boot
@@ -77,6 +78,7 @@ def _drop_manifest(d):
 def wipe(slot, root="/"):
     """Empty the slot directory, MANIFEST first (so a cut leaves it unbootable)."""
     d = slot_dir(slot, root)
+    boot.drop_evidence(slot, root)      # the slot's signed evidence goes first
     _drop_manifest(d)
     if _exists(d):
         _rmtree(d)
@@ -98,7 +100,41 @@ def _write_manifest(d, version, board, mpy, items):
     return {"version": version, "board": board, "mpy": mpy, "count": count, "size": size}
 
 
-def install(slot, image_path, payload_offset, payload_size, root="/", board=None, buf=None):
+def free_bytes(root="/"):
+    """Free bytes of the filesystem holding root, or None when unknown."""
+    try:
+        st = os.statvfs(boot._root(root))
+        return st[0] * st[4]
+    except (OSError, AttributeError):
+        return None
+
+
+def _vt(v):
+    # version text -> (major, minor, revision, build), as updater.version_tuple
+    s, _, b = str(v).partition("+")
+    t = [int(x) for x in s.split(".")][:3]
+    while len(t) < 3:
+        t.append(0)
+    return tuple(t) + (int(b) if b else 0,)
+
+
+def _slot_size(slot, root):
+    # bytes the slot's files hold (given back by the wipe): the "size" at the
+    # end of its MANIFEST (written last by _write_manifest); 0 when unknown
+    try:
+        with open(slot_dir(slot, root) + "/MANIFEST", "rb") as f:
+            f.seek(0, 2)
+            n = f.tell()
+            f.seek(n - 32 if n > 32 else 0)
+            tail = f.read(32)
+        i = tail.rfind(b'"size": ')
+        return int(tail[i + 8:].rstrip(b"} \n")) if i >= 0 else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def install(slot, image_path, payload_offset, payload_size, root="/", board=None,
+            version=None, reserve=0, buf=None):
     """Unpack the bundle at image_path[payload_offset:+payload_size] (its
     signature already checked) into `slot`: check the bundle's structure,
     wipe the slot, stream every file (SHA-256 checked), write the MANIFEST
@@ -116,6 +152,25 @@ def install(slot, image_path, payload_offset, payload_size, root="/", board=None
         f.seek(payload_offset)
         r = bundle.Reader(f, payload_size, buf, board)
         r.check()
+        if version is not None:
+            try:
+                same = _vt(r.version) == _vt(version)
+            except (ValueError, TypeError):
+                same = False
+            if not same:
+                raise SlotError("version mismatch: bundle %r, signed image header %s" % (r.version, version))
+        free = free_bytes(root)
+        if free is not None:
+            # unpacked size + one block per file (rounding), against what is free
+            # once the slot's current files are gone, minus the reserve
+            st = os.statvfs(root)
+            need = r.total + r.count * st[0] + reserve
+            avail = free + _slot_size(slot, root)
+            if need > avail:
+                raise SlotError("no space: bundle unpacks to %d bytes (+%d reserve), %d available"
+                                % (r.total, reserve, avail))
+            st = None
+        gc.collect()   # the checks' garbage must not split the deflate window's block
         if rec.pending == slot:
             boot.clear_pending(root)
         wipe(slot, root)
@@ -153,6 +208,7 @@ def seal(slot, version, root="/", board=None):
     """Write the MANIFEST of the files now in `slot` (deploys with mpremote
     copy files, then seal). Returns the manifest header."""
     d = slot_dir(slot, root)
+    boot.drop_evidence(slot, root)      # sealed files are not a signed image
     _drop_manifest(d)
     buf = bytearray(_BUF)
     tot = [0, 0]

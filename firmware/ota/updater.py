@@ -25,7 +25,8 @@ from firmware.ota.job import (IDLE, DOWNLOAD_SCHEDULED, DOWNLOADING, DOWNLOAD_PA
                               INVALID_SIGNATURE, INSTALL_SCHEDULED, INSTALLING,
                               INSTALL_REBOOTING, INSTALLED, INSTALLATION_FAILED,
                               INSTALL_VERIFICATION_FAILED, JOB_FILE, KEYS_FILE,
-                              load_job, save_job, clear_job, path_of as _p,
+                              failed_versions as load_failed,
+                              load_job, save_job, clear_job, clean_orphans, path_of as _p,
                               remove_quietly as _remove)
 
 # internal states (persisted as their names in the job file)
@@ -45,8 +46,13 @@ _MAX_INTERVAL = const(86400)
 _DEFAULT_RETRIES = const(3)
 _DEFAULT_INTERVAL = const(60)
 _FIELDS = ("requestId", "location", "retrieveDateTime", "installDateTime", "retries",
-           "retryInterval", "firmware", "signingCertificate", "signature")
+           "retryInterval", "firmware", "signingCertificate", "signature", "force")
+_RESERVE = const(16384)       # flash kept free for the session log and configuration
+CA_FILE = "trust/fw_ca.der"   # DER certificate of the CA that signs the firmware server's
 _FW_FIELDS = ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature")
+
+
+E_SLOW = "slow"        # FetchError code: below the minimum rate in a window
 
 
 class UpdateError(ValueError):
@@ -60,6 +66,10 @@ def _size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
+
+
+def _hex(b):
+    return "".join("%02x" % x for x in b)
 
 
 def load_keys(root="/"):
@@ -172,6 +182,11 @@ def parse_request(req):
         v = get(k)
         if v is not None and not isinstance(v, str):
             raise UpdateError("%s must be a string" % k)
+    force = req.get("force", False)
+    if force is not True and force is not False:
+        raise UpdateError("force must be true or false")
+    if force:
+        out["force"] = True
     return out
 
 
@@ -180,7 +195,8 @@ def parse_request(req):
 class UpdateJob:
     def __init__(self, root="/", keys=None, board=None, running_version=(0, 0, 0, 0), clock=None,
                  fetcher_factory=None, on_status=None, trials=3, max_size=2097152,
-                 timeout_ms=30000, persist_every=16384, bufsize=1024):
+                 timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE,
+                 deadline_s=3600, min_rate=64, rate_window_ms=60000):
         self.root = boot._root(root)
         self.keys = keys                  # None: read trust/keys.bin for each job
         self.board = board
@@ -189,6 +205,12 @@ class UpdateJob:
         self.on_status = on_status
         self.trials = trials
         self.max_size = max_size
+        self.reserve = reserve            # bytes of flash an update leaves free
+        # slow retrieval (TUF): the whole download within deadline_s of its start,
+        # and at least min_rate bytes/s in every rate_window_ms of a connection
+        self.deadline_ms = deadline_s * 1000
+        self.min_rate = min_rate
+        self.rate_window_ms = rate_window_ms
         self.timeout_ms = timeout_ms
         self.persist_every = persist_every
         self._buf = bytearray(bufsize)
@@ -201,7 +223,18 @@ class UpdateJob:
 
     def _default_fetcher(self, url, clock):
         return fetch.Fetcher(url, clock=clock, buf=self._buf, timeout_ms=self.timeout_ms,
-                             connect_timeout_ms=self.timeout_ms)
+                             connect_timeout_ms=self.timeout_ms, cadata=self._ca(url))
+
+    def _ca(self, url):
+        # https: the firmware-server CA of the trust store (outside the slots);
+        # none -> the fetcher refuses (fail closed)
+        if not url.startswith("https:"):
+            return None
+        try:
+            with open(_p(self.root, CA_FILE), "rb") as f:
+                return f.read(4096) or None
+        except OSError:
+            return None
 
     def _reset(self):
         self._st = _NONE
@@ -214,6 +247,8 @@ class UpdateJob:
         self._status = IDLE
         self._pct = None
         self._since_persist = 0
+        self._dl_t0 = None
+        self._win_t = self._win_n = 0
 
     # -- reporting --------------------------------------------------------
     def status(self):
@@ -248,7 +283,12 @@ class UpdateJob:
             self._abandon()
             result = "AcceptedCanceled"
         rec = boot.read_record(self.root)
-        job["slot"] = slots.inactive(self.root) if rec.pending is None else rec.pending
+        if rec.pending is not None:
+            # a trial is undecided (or an installed slot awaits its first boot):
+            # an update now would overwrite or be confirmed in place of what runs
+            raise UpdateError("busy: slot %s is on trial; retry after it is confirmed or rolled back"
+                              % rec.pending)
+        job["slot"] = slots.inactive(self.root)
         job["state"] = "sched"
         job["done"] = 0
         job["etag"] = None
@@ -271,6 +311,7 @@ class UpdateJob:
         Returns True when a job was resumed."""
         job = load_job(self.root)
         if job is None:
+            clean_orphans(self.root)     # garbled job file: drop its staged image
             return False
         state = job.get("state")
         if state == "rebooting":
@@ -460,11 +501,34 @@ class UpdateJob:
         v = self._v
         return v.expected_size() if v.header() is not None else self.max_size
 
+    def _slow(self, r, rate=True):
+        """Slow-retrieval guard, every download poll: FetchError 'slow' when a
+        window passed with fewer than min_rate bytes/s; the deadline fails the job."""
+        import time
+        now = self._now
+        if self._dl_t0 is None:
+            self._dl_t0 = now
+        elif time.ticks_diff(now, self._dl_t0) > self.deadline_ms:
+            raise UpdateError("download: deadline %d s passed at %d bytes"
+                              % (self.deadline_ms // 1000, self._done))
+        if not rate:
+            return
+        if r > 0:
+            self._win_n += r
+        el = time.ticks_diff(now, self._win_t)
+        if el >= self.rate_window_ms:
+            if self._win_n * 1000 < self.min_rate * el:
+                raise fetch.FetchError(E_SLOW, "%d bytes in %d ms (minimum %d B/s)"
+                                       % (self._win_n, el, self.min_rate))
+            self._win_t, self._win_n = now, 0
+
     def _step_download(self):
         f = self._f
         if f is None:
+            self._slow(0, False)
             f = self._factory(self.job["loc"], self._ticks)
             self._f = f
+            self._win_t, self._win_n = self._now, 0
             self._conn_start = self._done
             self.connections += 1
             try:
@@ -474,6 +538,7 @@ class UpdateJob:
             return
         try:
             r = f.poll()
+            self._slow(r)
             if r > 0:
                 if not bundle.held():
                     # the install's deflate window, held from early in the
@@ -487,7 +552,11 @@ class UpdateJob:
                     return self._downloaded()
                 if not had_header and self._v.header() is not None:
                     f.set_limit(self._v.expected_size())
-                if self._since_persist >= self.persist_every:
+                    self._check_space(self._v.expected_size())
+                if self._since_persist >= self.persist_every or \
+                        (f.etag is not None and f.etag != self.job.get("etag")):
+                    # the validator goes to flash with the first bytes it covers,
+                    # so a resume always carries If-Range
                     self._file.flush()
                     self._persist()
                 self._progress()
@@ -501,6 +570,14 @@ class UpdateJob:
                 self._conn_start = 0
         except fetch.FetchError as e:
             self._attempt_failed(e)
+
+    def _check_space(self, size):
+        """The image's declared size must fit in free flash minus the reserve
+        (what is staged already counts as used)."""
+        free = slots.free_bytes(self.root)
+        if free is not None and size - self._done > free - self.reserve:
+            raise UpdateError("no space: image %d bytes, %d free, %d reserved"
+                              % (size, free, self.reserve))
 
     def _ticks(self):
         return self._now
@@ -518,10 +595,17 @@ class UpdateJob:
         progressed = self._done > self._conn_start
         if self._f is not None:
             self._f.close()
+            self._file.flush()
+            self._persist()          # with the fetcher's validator
             self._f = None
-        self._file.flush()
-        self._persist()
-        if progressed:
+        else:
+            self._file.flush()
+            self._persist()
+        if getattr(e, "code", None) == fetch.E_CHANGED:
+            # a 206 for another version of the file: what is staged is void
+            self._restart_file()
+            return
+        if progressed and e.code != E_SLOW:
             self._fails = 0      # made progress: resume at once with Range
             return
         self._fails += 1
@@ -544,6 +628,14 @@ class UpdateJob:
         if why is not None:
             self._fail(INSTALL_VERIFICATION_FAILED, why)
             return
+        v = version_str(info.version)
+        self._v = None
+        gc.collect()
+        earlier = load_failed(self.root).get(v)
+        if earlier is not None and not self.job.get("force"):
+            # pushed again after it failed its trial: say so, unless forced
+            self._fail(INSTALLATION_FAILED, "failed_before: %s: %s (send force to retry)" % (v, earlier))
+            return
         self._st = _WAIT
         self._wait_reported = False
 
@@ -552,7 +644,11 @@ class UpdateJob:
             return "wrong_board: image for %r, this is %r" % (info.board, self.board)
         if info.version <= self.running:
             return "not_newer: %s <= running %s" % (version_str(info.version), version_str(self.running))
-        floor = boot.read_record(self.root).floor
+        rec = boot.read_record(self.root)
+        top = rec.top
+        if top is not None and info.version <= version_tuple(top):
+            return "not_newer: %s <= confirmed %s" % (version_str(info.version), top)
+        floor = rec.floor
         sec = info.security_counter if info.security_counter is not None else 0
         if sec < floor:
             return "sec_counter: %d below floor %d" % (sec, floor)
@@ -580,7 +676,8 @@ class UpdateJob:
         self._report(INSTALLING)
         try:
             m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
-                              self.root, self.board, self._buf)
+                              self.root, self.board, version_str(info.version), self.reserve,
+                              buf=self._buf)
             bundle.reserve(0)
         except Exception as e:  # BundleError, SlotError, OSError: the slot is left unbootable
             self._fail(INSTALLATION_FAILED, "install: %s" % e)
@@ -588,9 +685,11 @@ class UpdateJob:
         if not slots.verify_slot(slot, self.root):
             self._fail(INSTALLATION_FAILED, "install: slot does not match its manifest")
             return
-        version = m.get("version") if isinstance(m, dict) else None
-        boot.set_pending(slot, info.security_counter, self.trials,
-                         version if isinstance(version, str) else version_str(info.version), self.root)
+        # the signed header's version is what the slot runs (not the MANIFEST's)
+        version = version_str(info.version)
+        from firmware.ota import evidence   # after the unpack (heap: the deflate window is gone)
+        evidence.write_evidence(slot, version, info.security_counter, _hex(info.hash), self.root)
+        boot.set_pending(slot, info.security_counter, self.trials, version, self.root)
         self._persist("rebooting")
         _remove(self._staging())
         self._st = _REBOOT

@@ -7,7 +7,8 @@ import os
 import sys
 import mptest
 import boot
-from firmware.ota import slots
+import bootev
+from firmware.ota import slots, evidence
 from firmware.hal import simflash
 
 R = None
@@ -360,3 +361,184 @@ def test_main_run_false_imports_without_running():
     info = boot.main(R, run=False)
     mptest.eq((info["slot"], _runlog()), ("a", []))
     mptest.eq(sys.modules["firmware.agent"].VERSION, "1.0.0")
+
+
+# ---- the anti-rollback floor at boot, transient import failures (issue 13.3, issue 9) ----
+
+def _sig(slot, version, sec, confirmed=True):
+    # the updater's evidence for a slot installed from a signed image (fake digest)
+    evidence.write_evidence(slot, version, sec, ("%s%s" % (slot, version) * 16)[:64], R)
+    if confirmed:
+        mptest.true(evidence.mark_confirmed(slot, R))
+
+
+def _two(sec_a=1, sec_b=2, conf_b=True):
+    _inst("a", "v1")
+    _inst("b", "v2")
+    _sig("a", "1.0.0", sec_a)
+    _sig("b", "2.0.0", sec_b, conf_b)
+
+
+def test_fallback_below_the_floor_is_a_reported_last_resort_keeping_the_floor():
+    _two(sec_a=1, sec_b=2)
+    boot.write_record(_rec(active="b", floor=2, top="2.0.0"), R)
+    _break_slot("b")
+    slot, info = boot.select(R)
+    rec = boot.read_record(R)
+    mptest.eq((slot, info["last_resort"], info["reason"]), ("a", True, "last_resort: below_floor"))
+    mptest.eq((rec.floor, rec.top, rec.failed_version), (2, "2.0.0", "2.0.0"))
+
+
+def test_fallback_at_or_above_the_floor_is_a_plain_fallback():
+    _two(sec_a=2, sec_b=2)
+    boot.write_record(_rec(active="b", floor=2), R)
+    _break_slot("b")
+    slot, info = boot.select(R)
+    mptest.eq((slot, info["last_resort"], info["reason"]), ("a", False, "manifest_mismatch"))
+
+
+def test_import_failure_never_falls_back_below_the_floor():
+    _two(sec_a=1, sec_b=2)
+    boot.write_record(_rec(active="b", floor=2), R)
+    boot._purge(R + "slots/b")
+    # b imports nothing, every time (not transient): it is recorded, but the
+    # active slot is not switched to a slot below the floor
+    with open(R + "slots/b/firmware/agent.py", "w") as f:
+        f.write("import no_such_module_xyz\n")
+    slots.seal("b", "2.0.0", R)
+    _sig("b", "2.0.0", 2)
+    info = boot.main(R)
+    rec = boot.read_record(R)
+    mptest.eq((rec.active, rec.reason, rec.floor), ("b", "import_failed", 2))
+    mptest.eq((info["slot"], _runlog()), (None, []))
+
+
+_MEM_ONCE = '''import sys
+_p = sys.path[0] + ".mem"
+try:
+    open(_p).close()
+except OSError:
+    open(_p, "w").close()
+    raise MemoryError("transient heap shortage")
+'''
+
+
+def _mem_agent(slot, version, always=False):
+    p = R + "slots/" + slot + "/firmware/agent.py"
+    with open(p) as f:
+        body = f.read()
+    with open(p, "w") as f:
+        f.write('raise MemoryError("no heap")\n' if always else _MEM_ONCE)
+        f.write(body)
+    slots.seal(slot, version, R)
+
+
+def test_transient_memoryerror_at_import_is_retried_and_persists_nothing():
+    _inst("a", "v1")
+    _inst("b", "v2")
+    _mem_agent("b", "2.0.0")
+    boot.write_record(_rec(active="b"), R)
+    info = boot.main(R)
+    rec = boot.read_record(R)
+    mptest.eq(_runlog(), [["2.0.0", "b", "False", "None"]])
+    mptest.eq((info["slot"], rec.active, rec.reason, rec.failed_version), ("b", "b", None, None))
+
+
+def test_persistent_memoryerror_never_marks_the_good_slot_failed():
+    _inst("a", "v1")
+    _inst("b", "v2")
+    _mem_agent("b", "2.0.0", always=True)
+    boot.write_record(_rec(active="b"), R)
+    info = boot.main(R)
+    rec = boot.read_record(R)
+    mptest.eq((info["slot"], info.get("transient"), info["reason"]), (None, True, "memory"))
+    mptest.eq((rec.active, rec.reason, rec.failed_version), ("b", None, None))
+    boot.idle(info, forever=False)                 # returns: main.py starts over
+
+
+def test_confirm_records_the_highest_confirmed_version_and_only_the_running_slot():
+    _inst("a", "v1")
+    _inst("b", "v2")
+    _sig("b", "2.0.0", 4, confirmed=False)
+    boot.write_record(_rec(), R)
+    boot.set_pending("b", sec_counter=4, version="2.0.0", root=R)
+    before = (_raw(0), _raw(1))
+    mptest.eq(boot.confirm(R, slot="a"), False)            # a slot that did not run the trial
+    mptest.eq(boot.confirm(R, slot="b", version="1.5.0"), False)
+    mptest.eq((_raw(0), _raw(1)), before)
+    mptest.eq(bootev.is_confirmed("b", R), False)
+    mptest.eq(boot.confirm(R, slot="b", version="2.0.0"), True)
+    mptest.true(evidence.mark_confirmed("b", R))
+    rec = boot.read_record(R)
+    mptest.eq((rec.active, rec.floor, rec.top), ("b", 4, "2.0.0"))
+    mptest.eq(bootev.is_confirmed("b", R), True)
+
+
+# ---- both record copies lost, MANIFEST edits (issue 10 section 2) ----------------
+
+def _lose_record():
+    for f in ("bootrec.0", "bootrec.1"):
+        try:
+            os.remove(R + f)
+        except OSError:
+            pass
+
+
+def test_lost_record_prefers_a_confirmed_slot_over_a_newer_never_confirmed_one():
+    # a (1.0.0, counter 3) confirmed; b (2.0.0, counter 4) installed, never passed a trial
+    _two(sec_a=3, sec_b=4, conf_b=False)
+    _lose_record()
+    rec = boot.read_record(R)
+    mptest.eq((rec.active, rec.pending, rec.confirmed, rec.floor, rec.top), ("a", None, True, 3, "1.0.0"))
+    slot, info = boot.select(R)
+    mptest.eq((slot, info["trial"], info["version"]), ("a", False, "1.0.0"))
+
+
+def test_lost_record_picks_the_highest_confirmed_signed_slot_and_keeps_its_floor():
+    _two(sec_a=3, sec_b=5)
+    _lose_record()
+    rec = boot.read_record(R)
+    mptest.eq((rec.active, rec.pending, rec.floor, rec.top), ("b", None, 5, "2.0.0"))
+
+
+def test_lost_record_and_only_unconfirmed_slots_boot_on_trial():
+    _inst("b", "v2")
+    _sig("b", "2.0.0", 2, confirmed=False)
+    _lose_record()
+    slot, info = boot.select(R)
+    mptest.eq((slot, info["trial"]), ("b", True))
+
+
+def test_running_version_comes_from_signed_evidence_not_the_manifest():
+    _two(sec_a=1, sec_b=2)
+    boot.write_record(_rec(active="b"), R)
+    mptest.eq(boot.select(R)[1]["version"], "2.0.0")
+    # edit the MANIFEST's version (files still match): the evidence no longer binds
+    p = R + "slots/b/MANIFEST"
+    with open(p) as f:
+        m = f.read()
+    with open(p, "w") as f:
+        f.write(m.replace('"2.0.0"', '"9.9.9"'))
+    mptest.true(boot.verify_slot("b", R))
+    slot, info = boot.select(R)
+    mptest.eq((slot, info["version"]), ("b", None))       # unknown, never the edited one
+    mptest.eq(bootev.slot_version("b", R), (None, False))
+    mptest.eq(bootev.slot_version("a", R), ("1.0.0", True))
+
+
+def test_evidence_copies_are_crc_checked_and_dropped_before_a_wipe():
+    _two()
+    p = R + "slots/b.sig"
+    with open(p, "rb") as f:
+        good = f.read()
+    for i in range(len(good)):
+        bad = bytearray(good)
+        bad[i] ^= 0x10
+        with open(p, "wb") as f:
+            f.write(bad)
+        mptest.eq(bootev.slot_evidence("b", R), None, i)
+    with open(p, "wb") as f:
+        f.write(good)
+    mptest.true(bootev.slot_evidence("b", R) is not None)
+    slots.wipe("b", R)
+    mptest.eq(sorted(n for n in os.listdir(R + "slots") if n.startswith("b.")), [])

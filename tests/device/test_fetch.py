@@ -296,12 +296,12 @@ def test_bad_urls_rejected():
 
 def test_https_download_and_resume():
     h = hashlib.sha256()
-    f = fetch.Fetcher(_url("/blob.bin?drop=60000", tls=True))
+    f = fetch.Fetcher(_url("/blob.bin?drop=60000", tls=True), cadata=_ca())
     f.start(0, 150000)
     e = mptest.raises(fetch.FetchError, _run, f, h)
     mptest.eq(e.code, fetch.E_CLOSED)
     mptest.eq(f.pos, 60000)
-    f2 = fetch.Fetcher(_url("/blob.bin", tls=True))
+    f2 = fetch.Fetcher(_url("/blob.bin", tls=True), cadata=_ca())
     f2.start(60000, 150000, validator=f.etag)
     _run(f2, h)
     mptest.eq(f2.status, 206)
@@ -312,3 +312,73 @@ def test_poll_before_start_is_an_error():
     f = fetch.Fetcher(_url("/small.bin"))
     e = mptest.raises(fetch.FetchError, f.poll)
     mptest.eq(e.code, fetch.E_IO)
+
+
+# ---- HTTPS verification and redirect origins (issue 13.1) --------------------------
+
+def _ca():
+    with open(mptest.data_path("ca.der"), "rb") as f:
+        return f.read()
+
+
+def _tls_url(which, host="localhost", path="/small.bin"):
+    return "https://%s:%d%s" % (host, _port(which), path)
+
+
+def _tls_fail(url, ca):
+    f = fetch.Fetcher(url, cadata=ca)
+    f.start(0, 3000)
+    for _ in range(200000):
+        try:
+            r = f.poll()
+        except fetch.FetchError as e:
+            return e
+        if r == fetch.DONE:
+            raise AssertionError("download accepted from %s" % url)
+        if r == 0:
+            time.sleep_ms(1)
+    raise AssertionError("no verdict")
+
+
+def test_https_verifies_chain_and_host_name():
+    ca = _ca()
+    f = fetch.Fetcher(_tls_url("tls_port"), cadata=ca)
+    f.start(0, 3000)
+    h = hashlib.sha256()
+    _run(f, h)
+    mptest.eq(_hex(h), _sha("small.bin"))
+    for which, host in (("bad_tls_port", "localhost"),          # self-signed, expired, other name
+                        ("wrongname_tls_port", "localhost")):   # our CA, but for evil.example
+        e = _tls_fail(_tls_url(which, host), ca)
+        mptest.eq(e.code, fetch.E_TLS, which)
+        mptest.true("not trusted for localhost" in str(e), which, e)
+    e = _tls_fail(_tls_url("tls_port"), None)                  # no CA configured: fail closed
+    mptest.true(e.code == fetch.E_TLS and "no CA" in str(e), e)
+
+
+def test_redirect_may_not_leave_the_allowed_origins():
+    # a redirect to another port (or host, or scheme) is refused by default
+    other = "http://127.0.0.1:%d/small.bin" % _port("tls_port")
+    f = fetch.Fetcher(_url("/small.bin?redirect=" + other))
+    f.start(0, 3000)
+    e = mptest.raises(fetch.FetchError, _run, f)
+    mptest.eq(e.code, fetch.E_REDIRECT)
+    mptest.true("not allowed" in str(e), e)
+    # the operator may allow another origin
+    there = "http://localhost:%d/small.bin" % _port()
+    f = fetch.Fetcher(_url("/small.bin?redirect=" + there),
+                      origins=((False, "127.0.0.1", _port()), (False, "localhost", _port())))
+    f.start(0, 3000)
+    h = hashlib.sha256()
+    _run(f, h)
+    mptest.eq(_hex(h), _sha("small.bin"))
+
+
+def test_206_with_another_validator_is_refused_as_changed():
+    # a server that ignores If-Range answers 206 for a file whose validator is
+    # not the one resumed from: those bytes belong to another file
+    f = fetch.Fetcher(_url("/small.bin?ignore_ifrange=1"))
+    f.start(1000, 3000, validator='"stale"')
+    e = mptest.raises(fetch.FetchError, _run, f)
+    mptest.eq(e.code, fetch.E_CHANGED)
+    mptest.true('"stale"' in str(e), e)

@@ -242,3 +242,44 @@ def test_install_heap_does_not_grow_with_size():
     mptest.true(slots.verify_slot("b", R))
     mptest.true(0 < peaks[0] < 16 * 1024 and 0 < peaks[1] < 16 * 1024, peaks)
     mptest.true(abs(peaks[1] - peaks[0]) <= 512, "grows with size", peaks)
+
+
+# ---- refusals before the wipe: versions that disagree, free space (issue 13.7, 10 §3) ----
+
+def test_bundle_version_must_match_the_signed_header_version():
+    _inst("a", "v1")
+    _inst("b", "v1")
+    boot.write_record(boot.Record("a"), R)
+    p = mptest.data_path("v2.evb")
+    e = mptest.raises(slots.SlotError, slots.install, "b", p, 0, _size(p), R, None, "2.5.0")
+    mptest.true("version mismatch" in str(e), e)
+    mptest.true(slots.verify_slot("b", R))                 # not wiped
+    mptest.eq(boot.read_manifest("b", R)["version"], "1.0.0")
+    mptest.eq(slots.install("b", p, 0, _size(p), R, None, "2.0.0")["version"], "2.0.0")
+
+
+def test_bundle_that_does_not_fit_is_refused_before_the_wipe():
+    # a small real LittleFS (64 KiB): the 256 KiB bundle content cannot fit
+    dev = simflash.FileBlockDevice(R + "small.bin", 512, 128, create=True)
+    simflash.mkfs(dev)
+    simflash.mount(dev, "/small")
+    try:
+        r = "/small/"
+        boot.write_record(boot.Record("b"), r)
+        slots.install("a", mptest.data_path("v1.evb"), 0, _size(mptest.data_path("v1.evb")), r)
+        boot.write_record(boot.Record("a"), r)
+        slots.install("b", mptest.data_path("v1.evb"), 0, _size(mptest.data_path("v1.evb")), r)
+        p = R + "big.evb"
+        simflash.copy_file(mptest.data_path("mem_big.evb"), p)
+        free = slots.free_bytes(r)
+        e = mptest.raises(slots.SlotError, slots.install, "b", p, 0, _size(p), r)
+        mptest.true("no space" in str(e), e)
+        mptest.true(slots.verify_slot("b", r), "slot b not wiped")
+        mptest.eq(slots.free_bytes(r), free)
+        # the reserve counts too: a bundle that fits only without it is refused
+        p1 = mptest.data_path("v1.evb")
+        e = mptest.raises(slots.SlotError, slots.install, "b", p1, 0, _size(p1), r, None, None, free)
+        mptest.true("reserve" in str(e) and slots.verify_slot("b", r), e)
+    finally:
+        simflash.umount("/small")
+        dev.close()

@@ -1,6 +1,10 @@
-# mptest: prep=tests.prep.updates:make timeout=600 heapsize=192K lanes=own-prep
+# mptest: prep=tests.prep.updates:make timeout=600 heapsize=208K lanes=own-prep
 # Heap: the whole OTA chain, a LittleFS mount and the test rig on the 64-bit
-# unix port (the update itself stays under 24 KB: make bench).
+# unix port (the update itself stays under 24 KB: make bench). 208K, was 192K:
+# boot.py (compiled from source, resident here) grew by 3 KB with the floor
+# rules and the updater by 1.5 KB; at 192K the 2 KB deflate window of the
+# install step then intermittently finds no free block (issue 9, H9). The
+# rules added for issue 13 are tested in test_update_rules.py.
 # The update job (firmware/ota/updater.py) + health checks on a real LittleFS
 # (simflash), downloading from tools/serve.py with injected network faults.
 import os
@@ -37,6 +41,7 @@ def setup():
     _dev[0], _dev[1] = dev, d
     os.mkdir(R + "trust")
     _copy(_data("keys.bin"), R + "trust/keys.bin")
+    _copy(_data("ca.der"), R + "trust/fw_ca.der")
     # slot a runs 1.0.0 (installed from its bundle while b is "active")
     boot.write_record(boot.Record("b"), R)
     ev = _data("v1.evb")
@@ -128,6 +133,22 @@ def drive(job, clk, steps=400000, idle=True, window=True, stop=None):
     raise AssertionError("job did not settle; status %s" % job.status())
 
 
+def _boot_main():
+    # boot.main() purges firmware.* and puts the fake slot first on sys.path:
+    # put the test's own modules back after it, so that the next tests do not
+    # load a second copy of the OTA chain
+    import sys
+    mods = {k: v for k, v in sys.modules.items() if k == "firmware" or k.startswith("firmware.")}
+    path = list(sys.path)
+    try:
+        return boot.main(R)
+    finally:
+        for k in [k for k in sys.modules if k == "firmware" or k.startswith("firmware.")]:
+            del sys.modules[k]
+        sys.modules.update(mods)
+        sys.path[:] = path
+
+
 def _exists(p):
     try:
         os.stat(p)
@@ -207,7 +228,7 @@ def test_crashing_update_exhausts_trials_then_old_slot_reports():
     job = _job()
     job.start(_req("crash.img", rid=12))
     mptest.true(drive(job, VClock()))
-    boot.main(R)
+    _boot_main()
     with open(R + "runlog") as f:
         runs = f.read().split("\n")
     mptest.eq([r.split(" ")[0] for r in runs if r], ["2.1.0", "2.1.0", "2.1.0", "1.0.0"])
@@ -377,7 +398,7 @@ def test_install_waits_for_idle_charger_and_window():
     mptest.eq(boot.read_record(R).pending, None)
     mptest.true(slots.verify_slot("a", R))
     mptest.eq(log.statuses().count("InstallScheduled"), 1)
-    mptest.true(job.poll(clk.t, True, True))
+    mptest.true(job.poll(clk.t, True, True), log.items[-2:])
     mptest.eq(log.statuses()[-3:], ["InstallScheduled", "Installing", "InstallRebooting"])
 
 
@@ -414,7 +435,7 @@ def test_dropped_at_random_offsets_resumes_with_range():
     mptest.true(rec.starts == sorted(rec.starts) and rec.starts[0] == 0, rec.starts)
     mptest.true(0 < rec.max_chunk <= 1024, "bounded read per poll", rec.max_chunk)
     mptest.true("DownloadFailed" not in log.statuses())
-    mptest.true(job.poll(clk.t, True, True))
+    mptest.true(job.poll(clk.t, True, True), log.items[-2:])
     print("connections:", len(rec.starts))
 
 
@@ -604,3 +625,4 @@ def test_reporter_errors_do_not_break_the_job():
     job = _job(bad)
     job.start(_req("v2.img"))
     mptest.true(drive(job, VClock()))
+

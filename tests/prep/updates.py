@@ -19,30 +19,54 @@ _SERVERS = []  # keep them alive for the session
 
 
 def _cert(d):
+    """A test CA; the HTTPS server's certificate for localhost / 127.0.0.1 signed
+    by it (cert.pem, key.pem; ca.der for the device); and two certificates the
+    device must refuse: self-signed, expired, for another host (bad_*), and
+    CA-signed but for another host name (wrongname_*)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cf, kf = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    with open(cf, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(kf, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+    day = datetime.timedelta(days=1)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def make(cn, sans, issuer_name, issuer_key, start, end, ca=False, key=None):
+        key = key or ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer_name or name(cn))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(start).not_valid_after(end)
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return b.sign(issuer_key or key, hashes.SHA256()), key
+
+    def write(prefix, cert, key):
+        cf, kf = os.path.join(d, prefix + "cert.pem"), os.path.join(d, prefix + "key.pem")
+        with open(cf, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(kf, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        return cf, kf
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca, _ = make("evse test CA", None, None, None, now - day, now + 30 * day, ca=True, key=ca_key)
+    with open(os.path.join(d, "ca.der"), "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.DER))
+    local = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    good, gk = make("localhost", local, ca.subject, ca_key, now - day, now + 30 * day)
     with open(os.path.join(d, "cert.der"), "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.DER))
-    return cf, kf
+        f.write(good.public_bytes(serialization.Encoding.DER))
+    other = [x509.DNSName("evil.example")]
+    bad, bk = make("evil.example", other, None, None, now - 60 * day, now - 30 * day)
+    wrong, wk = make("evil.example", other, ca.subject, ca_key, now - day, now + 30 * day)
+    write("bad_", bad, bk)
+    write("wrongname_", wrong, wk)
+    return write("", good, gk)
 
 
 def start_servers(d, www, tls=True):
@@ -57,6 +81,12 @@ def start_servers(d, www, tls=True):
         _SERVERS.append(tsrv)
         with open(os.path.join(d, "tls_port"), "w") as f:
             f.write(str(tport))
+        for prefix in ("bad_", "wrongname_"):
+            pair = (os.path.join(d, prefix + "cert.pem"), os.path.join(d, prefix + "key.pem"))
+            xsrv, xport = serve.serve(www, faults=True, tls=pair)
+            _SERVERS.append(xsrv)
+            with open(os.path.join(d, prefix + "tls_port"), "w") as f:
+                f.write(str(xport))
     return port
 
 
@@ -175,6 +205,8 @@ def make(d):
     sign(bundle(d, "v3", "3.0.0"), w("v3_k2.img"), k(2), "3.0.0", sec=3)
     sign(v2, w("v2_k3.img"), k(3), "2.0.0", sec=2)
     sign(v2, w("v2_sec1.img"), k(1), "2.0.0", sec=1)
+    sign(v2, w("v25_mismatch.img"), k(1), "2.5.0", sec=2)   # header 2.5.0, bundle 2.0.0
+    sign(bundle(d, "v201", "2.0.1", data_kb=24), w("v201.img"), k(1), "2.0.1", sec=2)  # a re-publish
     sign(bundle(d, "v2b", "2.0.0", board="evse-other"), w("v2_board.img"), k(1), "2.0.0", sec=2,
          board="evse-other")
     sign(bundle(d, "v09", "0.9.0"), w("v09.img"), k(1), "0.9.0", sec=1)
