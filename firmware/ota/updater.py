@@ -276,18 +276,25 @@ class UpdateJob:
         when an installed update still waits for its reboot/confirmation."""
         job = parse_request(request)
         old = load_job(self.root)
+        cur = self.job if self.job is not None else old
+        if (cur is not None and cur.get("id") == job["id"] and cur.get("loc") == job["loc"]
+                and not job.get("force")):
+            # a re-send of the job that runs (a backend that lost our reply):
+            # idempotent, the download/install goes on where it is
+            return "Accepted"
         if self._st == _REBOOT or (old is not None and old.get("state") in ("installing", "rebooting")):
             raise UpdateError("busy: an installed update awaits reboot/confirmation")
+        rec = boot.read_record(self.root)
+        if rec.pending is not None:
+            # a trial is undecided (or an installed slot awaits its first boot):
+            # an update now would overwrite or be confirmed in place of what
+            # runs; refused before anything of the old job is touched
+            raise UpdateError("busy: slot %s is on trial; retry after it is confirmed or rolled back"
+                              % rec.pending)
         result = "Accepted"
         if self._st != _NONE or old is not None:
             self._abandon()
             result = "AcceptedCanceled"
-        rec = boot.read_record(self.root)
-        if rec.pending is not None:
-            # a trial is undecided (or an installed slot awaits its first boot):
-            # an update now would overwrite or be confirmed in place of what runs
-            raise UpdateError("busy: slot %s is on trial; retry after it is confirmed or rolled back"
-                              % rec.pending)
         job["slot"] = slots.inactive(self.root)
         job["state"] = "sched"
         job["done"] = 0

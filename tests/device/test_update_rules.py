@@ -1,4 +1,4 @@
-# mptest: prep=tests.prep.updates:make timeout=600 heapsize=208K
+# mptest: prep=tests.prep.updates:make timeout=600 heapsize=208K lanes=own-prep
 # Heap: as test_updater.py (208K: the whole OTA chain, a LittleFS mount, the
 # rig; the HTTPS case holds an mbedTLS context with a verified chain too).
 # The update rules of issue 13 / issue 10 §2-3 on a real LittleFS with a real
@@ -175,6 +175,27 @@ def test_garbled_job_file_staged_image_is_cleaned_at_boot():
     mptest.eq(_job().resume(), False)
     mptest.true(not _exists(slots.staging_path("b", R)), "staged image removed")
     mptest.true(not _exists(R + updater.JOB_FILE), "garbled job file removed")
+    _untouched()
+
+
+def test_a_resent_request_is_idempotent_and_a_refused_one_changes_nothing():
+    # a backend that lost our reply sends the same job again: it goes on where it is
+    job = _job()
+    mptest.eq(job.start(_req("v2.img", rid=24)), "Accepted")
+    drive(job, VClock(), stop=lambda j: j._done > 3000)
+    done, st = job._done, job.status()
+    mptest.eq(job.start(_req("v2.img", rid=24)), "Accepted")
+    mptest.eq((job._done, job.status()), (done, st))
+    # a trial is undecided: another job is refused and the running one is kept
+    rec = boot.read_record(R)
+    rec.pending = "b"
+    boot.write_record(rec, R)
+    mptest.raises(updater.UpdateError, job.start, _req("v3_k2.img", rid=25))
+    mptest.eq((job._done, job.job["id"]), (done, 24))
+    mptest.true(_exists(R + updater.JOB_FILE) and _exists(slots.staging_path("b", R)))
+    rec.pending = None
+    boot.write_record(rec, R)
+    mptest.true(job.cancel())
     _untouched()
 
 
