@@ -60,10 +60,12 @@ def lanes():
     return out
 
 
-def run_script(path, binary=None):
+def run_script(path, binary=None, lane=None):
     name = os.path.basename(path)
     if name.startswith("bench_"):
-        cmd = mpunix.argv(path, heap=_header(path)["heapsize"])
+        h = _header(path)
+        # `heapsize_mp64=...`: a lane's own cap (64-bit objects are larger than a board's)
+        cmd = mpunix.argv(path, heap=h.get("heapsize_%s" % lane, h["heapsize"]))
         if binary:
             cmd[0] = binary
         extra = [os.path.join(mpunix.ROOT, "tests", "mp"), BENCH_DIR]
@@ -103,7 +105,7 @@ def main(argv=None):
             continue
         merged, order = {}, []
         for lane, binary in ln:
-            r, dt = run_script(s, binary)
+            r, dt = run_script(s, binary, lane)
             sys.stderr.write("  %-32s %-5s %6.1fs\n" % (os.path.basename(s), lane, dt))
             for f, v, u, a in r:
                 if f not in merged:

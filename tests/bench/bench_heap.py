@@ -38,7 +38,7 @@ def child(mode, out):
 
 def measure(mode):
     out = "/tmp/evse-bench-heap-%s-%d" % (mode, id(mode))
-    os.system("%s -X heapsize=256K %s child %s %s" % (sys.executable, __file__, mode, out))
+    os.system("%s -X heapsize=320K %s child %s %s" % (sys.executable, __file__, mode, out))
     res = {}
     with open(out) as f:
         for line in f:
