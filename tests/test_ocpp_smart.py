@@ -98,9 +98,12 @@ def test_limits_above_the_rating_and_stacking_and_a_timed_schedule(env):
         5, "TxDefaultProfile", [(0, 70)])))
     assert r.status == "Accepted"
     b.wait_for(lambda: b.get()["source"] != "ocpp" and b.get()["offered_a"] == 32, 10)
-    # stack level 1 wins over level 0; its schedule drops to 12 A after 4 s
+    # stack level 1 wins over level 0; its schedule drops to 12 A after 10 s.
+    # The pilot changes its duty at most once per 5 s (IEC 61851-1, the charging
+    # core's duty_interval_ms), reductions included: the first period must outlast
+    # that spacing (the offer went to 32 A just before), or 16 A is never offered.
     r = cs.call("cps", call.SetChargingProfile(connector_id=1, cs_charging_profiles=_profile(
-        6, "TxDefaultProfile", [(0, 16), (4, 12)], level=1, start=0)))
+        6, "TxDefaultProfile", [(0, 16), (10, 12)], level=1, start=0)))
     assert r.status == "Accepted"
     _offer(b, 16)
     _offer(b, 12, 20)

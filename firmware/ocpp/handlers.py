@@ -3,7 +3,8 @@
 # (payload, fn) where fn runs after the answer is queued (Reset). Payloads
 # are checked first (rpc.get/only raise CallError); a refused request
 # changes nothing. Kept apart from link.py so that neither module needs a
-# large contiguous block of heap to load.
+# large contiguous block of heap to load. link.py imports this module only
+# while it answers a CALL and drops it after (link.ACTIONS lists the names).
 import time
 from firmware.ocpp import rpc
 from firmware.ocpp.link import KEYS, MEASURANDS, write_json, join
@@ -231,10 +232,6 @@ def SignedUpdateFirmware(lk, p):
     return {"status": "InvalidCertificate"}
 
 
-ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
-            "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
-            "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
-           "UpdateFirmware", "SignedUpdateFirmware", "ExtendedTriggerMessage")
 TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
              "Heartbeat", "MeterValues", "StatusNotification")
 EXT_TRIGGERS = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",

@@ -77,6 +77,22 @@ KEYS = {
 }
 
 
+# the CALLs the CSMS may send (firmware/ocpp/handlers.py, one function each)
+ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
+           "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
+           "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
+           "UpdateFirmware", "SignedUpdateFirmware", "ExtendedTriggerMessage")
+
+
+def _drop(name):
+    # forget a module loaded for one use (sys.modules and its package attribute)
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    m = sys.modules.get(pkg)
+    if m is not None and attr in m.__dict__:
+        delattr(m, attr)
+
+
 def iso(t):
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % t[:6]
 
@@ -174,8 +190,6 @@ class Link:
         except OSError:
             pass
         self._dir = d
-        from firmware.ocpp import handlers
-        self._h = handlers
         from firmware.sessionlog import SessionLog
         self.txq = SessionLog(d, _TXQ_MAX)
         self.conf = {}
@@ -699,14 +713,19 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        h = self._h
-        fn = getattr(h, action, None) if action in h.ACTIONS else None
-        if fn is None:
+        if action not in ACTIONS:
             ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
             return
         after = None
         try:
-            r = fn(self, p)
+            # handlers.py only while a CSMS call is answered (they are rare):
+            # its bytecode is not kept in the heap between calls
+            from firmware.ocpp import handlers
+            try:
+                r = getattr(handlers, action)(self, p)
+            finally:
+                handlers = None
+                _drop("firmware.ocpp.handlers")
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)
