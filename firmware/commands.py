@@ -21,7 +21,7 @@ class Refused(Exception):
 
 def config_module():
     """firmware.config and whether it was loaded before: the protected config
-    store (~14 KB of heap as .mpy on a 32-bit port, ~21 KB on 64-bit) is read
+    store (~10 KB of heap as .mpy on a 32-bit port, ~15 KB on 64-bit) is read
     once at start (agent.load_config) and needed again only by get_config and
     set_config, so it is not kept loaded (docs/memory.md)."""
     had = "firmware.config" in sys.modules

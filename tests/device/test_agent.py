@@ -3,7 +3,7 @@
 # discovery, the trial-boot health chain (boot.py, ota/health.py, ota/job.py) and the
 # test rig. Measured live after the trial tests (gc.collect): 119 KB on the 64-bit
 # port, 85 KB on mp32 (issue 8's charging core added 9.4 KB to evse.py on mp64).
-# Even with firmware/config.py no longer kept loaded (-21.6 KB) the smallest cap
+# Even with firmware/config.py no longer kept loaded (-14.6 KB) the smallest cap
 # that passes on mp64 is 136K (at 128K the trial tests fail allocating the Evse
 # instance dict, 592-752 bytes); 144K keeps 8 KB for fragmentation.
 # The agent loop in virtual time on a SimBoard (no network): a whole charging

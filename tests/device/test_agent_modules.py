@@ -47,7 +47,7 @@ class _NoJob:
 def test_start_up_readers_not_kept_loaded():
     # the protected config store and the boot report are read at start, the
     # store again only by get_config/set_config: their modules are not kept
-    # loaded (firmware/config.py alone is ~14 KB of heap on mp32, docs/memory.md)
+    # loaded (firmware/config.py alone is ~10 KB of heap on mp32, docs/memory.md)
     mptest.eq(agent.load_config(R)["max_current_a"], 0, "empty flash: the fail-safe configuration")
     mptest.true("firmware.config" not in sys.modules, "config store dropped after load_config")
     a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
