@@ -26,8 +26,23 @@ _AUTO = const(-1)              # "build it from the configuration"
 
 
 def load_config(root="/"):
+    # read once at start; firmware/config.py is not kept loaded (heap, as
+    # commands.config_module): get_config/set_config import it again
+    had = "firmware.config" in sys.modules
     from firmware import config
-    return config.load(root)
+    try:
+        return config.load(root)
+    finally:
+        if not had:
+            _drop("firmware", "config")
+
+
+def _drop(pkg, name):
+    # forget module pkg.name (its heap goes back once nothing refers to it)
+    sys.modules.pop(pkg + "." + name, None)
+    p = sys.modules.get(pkg)
+    if p is not None and hasattr(p, name):
+        delattr(p, name)
 
 
 def _opt(name):
@@ -491,6 +506,7 @@ class Agent:
         self._status()
         if self.bootinfo.get("trial") or self.updater is None:
             return
+        had = "firmware.ota.health" in sys.modules
         try:
             from firmware.ota import health
             r = health.boot_report(self.root)
@@ -498,6 +514,8 @@ class Agent:
                 self._on_fw_status(r[0], r[1], None, r[2])
         except Exception as e:
             self._error(e)
+        if not had:
+            _drop("firmware.ota", "health")   # read once per boot: not kept loaded (heap)
 
     def loop(self, periods=None):
         """Control periods every period_ms on ticks_add deadlines, `periods`

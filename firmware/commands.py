@@ -7,7 +7,6 @@
 import sys
 import json
 from micropython import const
-from firmware import config
 
 MAX_PAYLOAD = const(2048)
 _MAX_ID_LEN = const(64)
@@ -18,6 +17,27 @@ RESET_TYPES = ("soft", "hard")
 
 class Refused(Exception):
     pass
+
+
+def config_module():
+    """firmware.config and whether it was loaded before: the protected config
+    store (~10 KB of heap as .mpy on a 32-bit port, ~15 KB on 64-bit) is read
+    once at start (agent.load_config) and needed again only by get_config and
+    set_config, so it is not kept loaded (docs/memory.md)."""
+    had = "firmware.config" in sys.modules
+    from firmware import config
+    return config, had
+
+
+def config_release(had):
+    """Drop firmware.config again unless it was loaded before (by someone
+    who keeps it: objects still referenced stay alive)."""
+    if had:
+        return
+    sys.modules.pop("firmware.config", None)
+    pkg = sys.modules.get("firmware")
+    if pkg is not None and hasattr(pkg, "config"):
+        delattr(pkg, "config")
 
 
 def _scan_id(buf):
@@ -269,7 +289,11 @@ class Commands:
 
     def _get_config(self, msg):
         _only(msg, ())
-        return {"config": config.public(config.load(self.root))}
+        config, had = config_module()
+        try:
+            return {"config": config.public(config.load(self.root))}
+        finally:
+            config_release(had)
 
     def _set_config(self, msg):
         # operator settings only: config.update() refuses installer settings
@@ -278,13 +302,17 @@ class Commands:
         ch = msg.get("changes")
         if type(ch) is not dict:
             raise Refused("changes must be an object")
-        err = config.update(self.root, ch)
-        if err:
-            raise Refused(err)
-        fn = self.config_changed
-        if fn is not None:
-            cfg = config.load(self.root)
-            self._after = lambda: fn(cfg)
+        config, had = config_module()
+        try:
+            err = config.update(self.root, ch)
+            if err:
+                raise Refused(err)
+            fn = self.config_changed
+            if fn is not None:
+                cfg = config.load(self.root)
+                self._after = lambda: fn(cfg)
+        finally:
+            config_release(had)
 
 
 _FW_FIELDS = ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature")

@@ -5,6 +5,8 @@
 # plugged in and asking to charge never gets PWM or the contactor, the status
 # says why, and a remote set_config cannot repair it (only the installer can).
 import mptest
+import boot   # first, as on a board (the bootstrap runs before the agent): boot.py is
+#               source, and compiling it later, beside the agent, needs contiguous blocks
 from firmware import config
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard

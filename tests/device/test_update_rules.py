@@ -1,6 +1,8 @@
 # mptest: prep=tests.prep.updates:make timeout=600 heapsize=208K lanes=own-prep
 # Heap: as test_updater.py (208K: the whole OTA chain, a LittleFS mount, the
 # rig; the HTTPS case holds an mbedTLS context with a verified chain too).
+# lanes=own-prep: the re-publish tests copy and remove files in the served www
+# directory; with one prep for both lanes they raced (404 / ENOENT on mp32).
 # The update rules of issue 13 / issue 10 §2-3 on a real LittleFS with a real
 # HTTP server (tools/serve.py): no update during an undecided trial, confirm
 # only what runs, the highest confirmed version, the resume validator,
