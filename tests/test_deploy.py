@@ -230,6 +230,9 @@ def test_a_charging_session_is_refused_unless_forced(kit, board):
         _deploy(kit, board, kit["newer"])
     assert ei.value.state.startswith("nothing was written") and deploy.RESTARTED in ei.value.state
     _boots_version(board, "1.2.0", "a")
+    # the EV stayed in C: the restarted agent starts a session again, but only
+    # after its power-on self-test (firmware/evse.py: no session during it)
+    board.wait_for(lambda: board.get()["session_active"], 20, what="the session again")
     log = []
     r = _deploy(kit, board, kit["newer"], dry_run=True, force=True, log=log)
     assert r["dry_run"] and any("--force" in x for x in log)
