@@ -192,8 +192,11 @@ def test_refusals_leave_the_board_unchanged(kit, board, case, tmp_path):
         extra.write_text(json.dumps({"max_current_a": 500}))
         kw["config"], want = str(extra), "config: max_current_a must be a number 6..80"
     if case == "dry_run":
-        r = _deploy(kit, board, rel, dry_run=True)
+        # (--ocpp / --ocpp-auth-key reach the config it would write)
+        r = _deploy(kit, board, rel, dry_run=True, ocpp="ws://127.0.0.1:9000/ocpp",
+                    ocpp_auth_key="0123456789abcdef")
         assert r["dry_run"] and r["slot"] == "b" and r["restarted"]
+        assert r["config"]["ocpp"] == {"url": "ws://127.0.0.1:9000/ocpp", "auth_key": "0123456789abcdef"}
     else:
         with pytest.raises(deploy.DeployError, match=want) as ei:
             _deploy(kit, board, rel, **kw)
