@@ -192,8 +192,11 @@ def test_refusals_leave_the_board_unchanged(kit, board, case, tmp_path):
         extra.write_text(json.dumps({"max_current_a": 500}))
         kw["config"], want = str(extra), "config: max_current_a must be a number 6..80"
     if case == "dry_run":
-        r = _deploy(kit, board, rel, dry_run=True)
+        # (--ocpp / --ocpp-auth-key reach the config it would write)
+        r = _deploy(kit, board, rel, dry_run=True, ocpp="ws://127.0.0.1:9000/ocpp",
+                    ocpp_auth_key="0123456789abcdef")
         assert r["dry_run"] and r["slot"] == "b" and r["restarted"]
+        assert r["config"]["ocpp"] == {"url": "ws://127.0.0.1:9000/ocpp", "auth_key": "0123456789abcdef"}
     else:
         with pytest.raises(deploy.DeployError, match=want) as ei:
             _deploy(kit, board, rel, **kw)
@@ -230,6 +233,9 @@ def test_a_charging_session_is_refused_unless_forced(kit, board):
         _deploy(kit, board, kit["newer"])
     assert ei.value.state.startswith("nothing was written") and deploy.RESTARTED in ei.value.state
     _boots_version(board, "1.2.0", "a")
+    # the EV stayed in C: the restarted agent starts a session again, but only
+    # after its power-on self-test (firmware/evse.py: no session during it)
+    board.wait_for(lambda: board.get()["session_active"], 20, what="the session again")
     log = []
     r = _deploy(kit, board, kit["newer"], dry_run=True, force=True, log=log)
     assert r["dry_run"] and any("--force" in x for x in log)

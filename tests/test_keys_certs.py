@@ -44,8 +44,8 @@ def test_keygen_p256_writes_pem_and_65_byte_point(p256):
     assert keys.load_public(str(p256 / "k.pub")) == pub
     ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
     assert oct(os.stat(p256 / "k.pem").st_mode & 0o777) == "0o600"
-    p = run("keygen", "--type", "ecdsa-p256", p256 / "k")
-    assert p.returncode == 1 and "refusing to overwrite" in p.stderr
+    p = run("keygen", "--type", "ecdsa-p256", p256 / "k")      # bad input: one line, exit 2
+    assert p.returncode == 2 and "refusing to overwrite" in p.stderr
     assert (p256 / "k.pub").read_bytes() == pub
 
 
@@ -121,8 +121,11 @@ def test_certs_root_signing_and_file_signature(tmp_path):
     p = run("certs", "verify-file", "--cert", tmp_path / "s" / "signing.pem", "--root", tmp_path / "r" / "root.pem",
             "--signature", sig, fw)
     assert p.returncode == 1 and "bad signature" in p.stderr
-    p = run("certs", "root", "--out", tmp_path / "r")
-    assert p.returncode == 1 and "refusing to overwrite" in p.stderr
+    p = run("certs", "verify-file", "--cert", tmp_path / "s" / "signing.pem", "--root", tmp_path / "r" / "root.pem",
+            "--signature", "not base64!", fw)                    # bad input, not a check: exit 2
+    assert p.returncode == 2 and "REJECTED" not in p.stderr and "Traceback" not in p.stderr
+    p = run("certs", "root", "--out", tmp_path / "r")            # bad input: exit 2
+    assert p.returncode == 2 and "refusing to overwrite" in p.stderr
 
 
 def test_certs_signing_by_a_non_root_is_refused_by_the_host_check(tmp_path):

@@ -161,14 +161,20 @@ def sign_file(key_path, path):
     return sign_bytes(load_key(key_path), data)
 
 
+class Rejected(ValueError):
+    """verify_file's answer "no" (the check ran, the file or certificate
+    failed it), as opposed to bad input (unreadable files, bad base64)."""
+
+
 def verify_file(cert_path, root_path, signature_b64, path):
     """Host-side check (cryptography): the signing certificate is issued by the
-    root and the signature of the file verifies. Raises ValueError."""
+    root and the signature of the file verifies. Raises Rejected (a
+    ValueError) when either does not, ValueError/OSError on bad input."""
     cert, root = load_cert(cert_path), load_cert(root_path)
     try:
         cert.verify_directly_issued_by(root)
     except (ValueError, TypeError, InvalidSignature) as e:
-        raise ValueError("certificate is not issued by the root: %s" % (e or "bad signature"))
+        raise Rejected("certificate is not issued by the root: %s" % (e or "bad signature"))
     with open(path, "rb") as f:
         data = f.read()
     sig = base64.b64decode(signature_b64, validate=True)
@@ -179,7 +185,7 @@ def verify_file(cert_path, root_path, signature_b64, path):
         else:
             pub.verify(sig, hashlib.sha256(data).digest())
     except InvalidSignature:
-        raise ValueError("bad signature of %s" % path)
+        raise Rejected("bad signature of %s" % path)
     return True
 
 
@@ -226,7 +232,13 @@ def main(a):
     elif a.certs_cmd == "sign-file":
         print(sign_file(a.key, a.file))
     elif a.certs_cmd == "verify-file":
-        verify_file(a.cert, a.root, a.signature, a.file)
+        # exit 1 when the check says no (as `evsectl verify`); bad input
+        # raises on to evsectl: one line, exit 2
+        try:
+            verify_file(a.cert, a.root, a.signature, a.file)
+        except Rejected as e:
+            sys.stderr.write("evsectl certs verify-file: REJECTED: %s\n" % e)
+            return 1
         print("ok: %s signed by %s, issued by %s" % (a.file, a.cert, a.root))
     return 0
 

@@ -422,7 +422,8 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
     ctx = {}
     try:
         r = _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, password, tls_ca,
-                    config, slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force)
+                    config, slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force,
+                    ocpp, ocpp_auth_key)
     except DeployError as e:
         if ctx.get("interrupted") and e.state.startswith(UNCHANGED):
             e.state += "; " + _restart(ctx["board"], log)
@@ -448,7 +449,7 @@ def _restart(b, log):
 
 
 def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, password, tls_ca, config,
-            slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force):
+            slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force, ocpp, ocpp_auth_key):
     lib_dir = lib_dir or os.path.join(ROOT, "lib")
     n_steps = 6
     step = [0]

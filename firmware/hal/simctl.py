@@ -336,6 +336,9 @@ def save_world(board, vhost):
     for k in _WORLD:
         d[k] = getattr(board, k)
     d["contacts_closed"] = board.welded and board.contacts_closed
+    # a trip caused by the test winding alone ends with the test current,
+    # which a reset stops: the next boot's self-test must not find it
+    d["rcd_tripped"] = board.rcd_tripped and not board._test_trip
     vhost.save_world(json.dumps(d))
 
 

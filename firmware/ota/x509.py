@@ -308,8 +308,8 @@ def _sig_ok(issuer, cert):
     """Is cert signed by issuer's key?"""
     if issuer.key_type != cert.sig_alg:
         return False
-    # the verify functions answer False when the heap runs out; here that
-    # must not read as a bad signature
+    # out of heap raises MemoryError (check_chain turns it into a CertError
+    # "out of memory"): never read as a bad signature
     import hashlib
     if cert.sig_alg == "p256":
         from . import ecdsa_p256
@@ -416,7 +416,8 @@ def _chain(leaf_der, root_ders, now_s, intermediates):
 def verify_digest(cert, digest, signature):
     """True when signature is a signature of the 32-byte SHA-256 digest by the
     certificate's key: ECDSA P-256 (DER ECDSA-Sig-Value, the digest taken as
-    the hash) or Ed25519 (the digest as the message). Never raises."""
+    the hash) or Ed25519 (the digest as the message). Never raises on bad
+    input; MemoryError (no verdict) propagates, as in ecdsa_p256/ed25519."""
     try:
         if cert.key_type == "p256":
             from . import ecdsa_p256
@@ -426,6 +427,8 @@ def verify_digest(cert, digest, signature):
                 return False
             from . import ed25519
             return ed25519.verify(cert.public_key, digest, signature)
+    except MemoryError:
+        raise   # out of heap is not a bad signature
     except Exception:
         pass
     return False

@@ -185,6 +185,19 @@ def test_ocpp_firmware_signature_with_the_certificate_key():
     mptest.true(x509.verify_digest(leaf, digest, sig_ed) is False)
     for bad in (None, 5, "cert"):
         mptest.true(x509.verify_digest(bad, digest, sig) is False)
+    # out of heap is no verdict: MemoryError, never False ("bad signature")
+    import micropython
+    for c, s in ((leaf, sig), (led, sig_ed)):
+        got = [None]
+        micropython.heap_lock()
+        try:
+            got[0] = x509.verify_digest(c, digest, s)
+        except MemoryError:
+            got[0] = MemoryError
+        finally:
+            micropython.heap_unlock()
+        mptest.true(got[0] is MemoryError, "verify_digest with no heap returned", got[0])
+        mptest.true(x509.verify_digest(c, digest, s) is True, "valid again with heap")
 
 
 def test_bad_arguments():
