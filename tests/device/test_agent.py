@@ -14,7 +14,6 @@ import mptest
 import boot
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard, SimReset
-from firmware.hal import simflash
 from firmware.sessionlog import SessionLog
 
 P = 20           # control period, ms
@@ -25,16 +24,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    _TMP = simflash.tmpdir("evagent")
-    dev = simflash.FileBlockDevice(_TMP + "/flash.img", 512, 256, create=True)
-    simflash.mkfs(dev)
-    simflash.mount(dev, _MNT)
-    R = _MNT + "/"
+    R, _TMP = mptest.flash_up(_MNT, "evagent")
 
 
 def teardown():
-    simflash.umount(_MNT)
-    simflash.rmtree(_TMP)
+    mptest.flash_down(_MNT, _TMP)
 
 
 def _cfg(**kw):

@@ -9,7 +9,6 @@ import mptest
 from firmware import agent
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard
-from firmware.hal import simflash
 
 R = None
 _MNT = "/t_agmod"
@@ -18,16 +17,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    _TMP = simflash.tmpdir("evagmod")
-    dev = simflash.FileBlockDevice(_TMP + "/flash.img", 512, 256, create=True)
-    simflash.mkfs(dev)
-    simflash.mount(dev, _MNT)
-    R = _MNT + "/"
+    R, _TMP = mptest.flash_up(_MNT, "evagmod")
 
 
 def teardown():
-    simflash.umount(_MNT)
-    simflash.rmtree(_TMP)
+    mptest.flash_down(_MNT, _TMP)
 
 
 def _cfg():

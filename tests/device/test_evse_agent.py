@@ -8,7 +8,6 @@ import mptest
 import boot
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard, SimReset
-from firmware.hal import simflash
 
 P = 20
 R = None
@@ -18,16 +17,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    _TMP = simflash.tmpdir("evseagent")
-    dev = simflash.FileBlockDevice(_TMP + "/flash.img", 512, 256, create=True)
-    simflash.mkfs(dev)
-    simflash.mount(dev, _MNT)
-    R = _MNT + "/"
+    R, _TMP = mptest.flash_up(_MNT, "evseagent")
 
 
 def teardown():
-    simflash.umount(_MNT)
-    simflash.rmtree(_TMP)
+    mptest.flash_down(_MNT, _TMP)
 
 
 def _agent(board=None, bootinfo=None, **cfg):

@@ -6,7 +6,6 @@
 import mptest
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard, SimReset
-from firmware.hal import simflash
 from firmware.sessionlog import SessionLog
 
 P = 20
@@ -17,16 +16,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    _TMP = simflash.tmpdir("evreset")
-    dev = simflash.FileBlockDevice(_TMP + "/flash.img", 512, 256, create=True)
-    simflash.mkfs(dev)
-    simflash.mount(dev, _MNT)
-    R = _MNT + "/"
+    R, _TMP = mptest.flash_up(_MNT, "evreset")
 
 
 def teardown():
-    simflash.umount(_MNT)
-    simflash.rmtree(_TMP)
+    mptest.flash_down(_MNT, _TMP)
 
 
 def _charging():
