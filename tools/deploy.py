@@ -46,7 +46,7 @@ DEVICE_SCRIPT = os.path.join(ROOT, "tools", "mp", "deploy_install.py")
 # the modules the board needs to verify and install a release (from the release itself)
 OTA_MODULES = ("firmware/__init__", "firmware/ota/__init__", "firmware/ota/bundle",
                "firmware/ota/slots", "firmware/ota/image", "firmware/ota/ed25519",
-               "firmware/ota/sha512", "firmware/ota/job")
+               "firmware/ota/wnaf", "firmware/ota/sha512", "firmware/ota/job")
 BOARDS = ("sim", "esp32", "rp2")           # as firmware/config.py accepts
 _PLATFORMS = {"esp32": ("esp32",), "rp2": ("rp2",)}
 _MARK = "@@DEPLOY "

@@ -19,6 +19,7 @@
 # compared projectively (X == r * Z^2, and (r + n) * Z^2 when r + n < p), so
 # no inversion mod p is needed per verify.
 import hashlib
+from . import wnaf
 
 _P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 _N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -74,24 +75,7 @@ def _add(x1, y1, z1, x2, y2, z2):
     return x3, (r * (v - x3) - s1 * hhh) % p, z3
 
 
-def _wnaf(k, w):
-    """Width-w NAF digits of k (two's complement bytes), least significant
-    first, and the number of digits."""
-    out = bytearray(260)
-    full = 1 << w
-    mask = full - 1
-    half = full >> 1
-    i = 0
-    while k:
-        if k & 1:
-            d = k & mask
-            if d >= half:
-                d -= full
-            k -= d
-            out[i] = d & 0xFF
-        k >>= 1
-        i += 1
-    return out, i
+_NAF = 260   # digits per wNAF buffer (u1, u2 < n < 2**256: at most 257 digits)
 
 
 def _odd_multiples(x, y, z, n):
@@ -206,8 +190,8 @@ def _verify(q, e, rs):
     u2 = r * w % n
     tg = _base_table()
     tq = _odd_multiples(q[0], q[1], 1, 1 << (_WQ - 2))
-    ng, lg = _wnaf(u1, _WG)
-    nq, lq = _wnaf(u2, _WQ)
+    ng, lg = wnaf.digits(u1, _WG, _NAF)
+    nq, lq = wnaf.digits(u2, _WQ, _NAF)
     i = lg if lg > lq else lq
     x = 1
     y = 1

@@ -18,6 +18,7 @@
 # computed once on first use and kept: about 3 KB of heap), inversion and
 # square root by an addition chain of squarings (twice as fast as pow()).
 from .sha512 import sha512
+from . import wnaf
 
 _P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
@@ -93,24 +94,7 @@ def _decode(b):
     return x, y
 
 
-def _wnaf(k, w):
-    """Width-w NAF of k as a bytearray of signed digits (two's complement),
-    least significant first, and the number of digits."""
-    out = bytearray(256)
-    full = 1 << w
-    mask = full - 1
-    half = full >> 1
-    i = 0
-    while k:
-        if k & 1:
-            d = k & mask
-            if d >= half:
-                d -= full
-            k -= d
-            out[i] = d & 0xFF
-        k >>= 1
-        i += 1
-    return out, i
+_NAF = 256   # digits per wNAF buffer (s, k < 2**253: at most 254 digits)
 
 
 def _odd_multiples(x, y, z, t, n):
@@ -189,8 +173,8 @@ def _double_scalarmult(s, k, ax, ay):
     p = _P
     tb = _base_table()
     ta = _odd_multiples(ax, ay, 1, ax * ay % p, 1 << (_WA - 2))
-    ns, ls = _wnaf(s, _WB)
-    nk, lk = _wnaf(k, _WA)
+    ns, ls = wnaf.digits(s, _WB, _NAF)
+    nk, lk = wnaf.digits(k, _WA, _NAF)
     i = ls if ls > lk else lk
     x = 0
     y = 1

@@ -9,7 +9,8 @@
 import sys
 from firmware.ota import job as _job
 
-_MODULES = ("health", "updater", "fetch", "image", "ed25519", "sha512", "bundle", "slots", "evidence")
+_MODULES = ("health", "updater", "fetch", "image", "ed25519", "wnaf", "sha512", "bundle", "slots",
+            "evidence")
 
 
 def release():
