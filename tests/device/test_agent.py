@@ -11,6 +11,7 @@
 # trial-boot confirm/rollback through the boot record on a LittleFS.
 import gc
 import mptest
+import flashrig
 import boot
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard, SimReset
@@ -24,11 +25,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    R, _TMP = mptest.flash_up(_MNT, "evagent")
+    R, _TMP = flashrig.flash_up(_MNT, "evagent")
 
 
 def teardown():
-    mptest.flash_down(_MNT, _TMP)
+    flashrig.flash_down(_MNT, _TMP)
 
 
 def _cfg(**kw):

@@ -6,6 +6,7 @@
 # are not kept loaded: their heap goes back to the running agent.
 import sys
 import mptest
+import flashrig
 from firmware import agent
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard
@@ -17,11 +18,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    R, _TMP = mptest.flash_up(_MNT, "evagmod")
+    R, _TMP = flashrig.flash_up(_MNT, "evagmod")
 
 
 def teardown():
-    mptest.flash_down(_MNT, _TMP)
+    flashrig.flash_down(_MNT, _TMP)
 
 
 def _cfg():

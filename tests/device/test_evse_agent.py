@@ -5,6 +5,7 @@
 # health check of a trial boot), the meter current feeds the overcurrent
 # rule, the board temperature feeds the derating.
 import mptest
+import flashrig
 import boot
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard, SimReset
@@ -17,11 +18,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    R, _TMP = mptest.flash_up(_MNT, "evseagent")
+    R, _TMP = flashrig.flash_up(_MNT, "evseagent")
 
 
 def teardown():
-    mptest.flash_down(_MNT, _TMP)
+    flashrig.flash_down(_MNT, _TMP)
 
 
 def _agent(board=None, bootinfo=None, **cfg):

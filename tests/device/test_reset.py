@@ -4,6 +4,7 @@
 # forced; a forced reset stops PWM first, opens the contactor only after the
 # EV left C (or the C1 timeout), writes the session record, then resets.
 import mptest
+import flashrig
 from firmware.agent import Agent
 from firmware.hal.sim import SimBoard, SimReset
 from firmware.sessionlog import SessionLog
@@ -16,11 +17,11 @@ _TMP = None
 
 def setup():
     global R, _TMP
-    R, _TMP = mptest.flash_up(_MNT, "evreset")
+    R, _TMP = flashrig.flash_up(_MNT, "evreset")
 
 
 def teardown():
-    mptest.flash_down(_MNT, _TMP)
+    flashrig.flash_down(_MNT, _TMP)
 
 
 def _charging():
