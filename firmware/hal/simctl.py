@@ -259,6 +259,7 @@ class SimCtl:
         if vh is not None:
             rep["reset_cause"] = vh.reset_cause
             rep["device_id"] = vh.device_id
+            rep["rom_alloc"] = getattr(vh, "rom_alloc", 0)   # the vboard ROM's share of mem_alloc
         a = self.agent
         if a is not None:
             a.status_into(rep)

@@ -53,6 +53,9 @@ class Host:
         # ({"agent": bool, "session": dict or None}; a board keeps that in
         # sys.modules, a virtual board's REPL is a new process)
         self.interrupted = None
+        # heap the ROM itself holds (this script, the flash driver, the host
+        # objects; C on a real board): gc.mem_alloc() before boot.py runs
+        self.rom_alloc = 0
 
     def note_interrupted(self):
         """main.py ended (Ctrl-C): tell the host what ran, for the REPL after."""
@@ -180,6 +183,7 @@ def main():
         return None
     import gc
     gc.collect()
+    host.rom_alloc = gc.mem_alloc()
     print("vboard: %s power-on (%s), %d bytes of heap free" % (o["--id"], o["--cause"], gc.mem_free()))
     try:
         _run("boot")
