@@ -163,20 +163,28 @@ class Agent:
         return job
 
     def _build_commands(self):
-        m = _opt("firmware.commands")
-        if m is None:
+        # firmware/commands.py is loaded per command (firmware/lazy.py)
+        had = "firmware.commands" in sys.modules
+        if _opt("firmware.commands") is None:
             return None
-        return m.Commands(self.evse, self.updater, self.root, self._on_reset, self._config_changed)
+        if not had:
+            _drop("firmware", "commands")
+        from firmware import lazy
+        return lazy.Commands(self.evse, self.updater, self.root, self._on_reset, self._config_changed)
 
     def _build_ha(self):
         link = self.link
         if link is None or not hasattr(link, "send_now") or not self.cfg.get("ha_discovery", True):
             return None
-        m = _opt("firmware.hadisco")
-        if m is None:
+        # firmware/hadisco.py is loaded while a round of configs goes out (firmware/lazy.py)
+        had = "firmware.hadisco" in sys.modules
+        if _opt("firmware.hadisco") is None:
             return None
+        if not had:
+            _drop("firmware", "hadisco")
+        from firmware import lazy
         bi = self.bootinfo
-        return m.Discovery(link, self.cfg["device_id"], self.cfg.get("board", "sim"),
+        return lazy.Discovery(link, self.cfg["device_id"], self.cfg.get("board", "sim"),
                            report.version_str(bi.get("version")), bi.get("slot"),
                            self.cfg.get("max_current_a", 32))
 

@@ -25,7 +25,8 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _CONNECT_TIMEOUT_MS = const(10000)   # TCP + TLS + CONNACK
 _STALL_MS = const(10000)             # pending output making no progress
-_IN_MAX = const(4096)                # largest incoming packet kept whole
+_IN_MAX = const(2304)                # largest incoming packet kept whole: a command of
+                                     # commands.MAX_PAYLOAD (2048) + topic and header
 _OBUF_LOW = const(1024)              # feed the pipe while less than this is pending
 _OBUF_MAX = const(8192)
 _CHUNK = const(1024)                 # bytes per socket write
@@ -435,6 +436,8 @@ class Link:
         n = self._sock.write(memoryview(out)[:_CHUNK])
         if n:
             out[0:n] = b""
+            if not out and n > 256:
+                self._pipe.out = bytearray()   # a bytearray keeps its largest size: give it back
             self._t_prog = now
             self._t_tx = now
         elif time.ticks_diff(now, self._t_prog) >= _STALL_MS:

@@ -3,7 +3,9 @@
 # and ota/health.py imported for a moment each, on the 64-bit unix port.
 # The modules the agent needs only at start (the protected config store, the
 # boot report of the last update) or for one command (get_config/set_config)
-# are not kept loaded: their heap goes back to the running agent.
+# are not kept loaded: their heap goes back to the running agent; nor are the
+# command handler (per command) and HA discovery (per round): firmware/lazy.py.
+# The 32-bit lane passes this module at 96K (mp64 needs 128K).
 import sys
 import mptest
 import flashrig
@@ -55,3 +57,88 @@ def test_start_up_readers_not_kept_loaded():
         mptest.eq(rep["id"], p["id"])
         mptest.true("firmware.config" not in sys.modules, "config store dropped after", name)
     mptest.eq(rep["ok"], False, "no valid configuration on this flash: set_config refused", rep)
+
+
+class _Link:
+    # the part of firmware.mqtt.Link that the agent and HA discovery use
+    connected = True
+    ups = 1
+    on_message = session_log = None
+
+    def __init__(self):
+        self.sent = []
+        self.extra = None
+
+    def subscribe_extra(self, topic, fn):
+        self.extra = (topic, fn)
+
+    def send_now(self, topic, payload, retain=False):
+        self.sent.append(topic)
+        return True
+
+    def poll(self, now):
+        pass
+
+    def publish(self, *a):
+        pass
+
+    def pending(self):
+        return 0
+
+
+def test_command_handler_loaded_per_command_without_heap_growth():
+    # firmware/commands.py (~6 KB on mp32) is loaded for each command and
+    # dropped after it (firmware/lazy.py): 100 commands in a row leave no
+    # module behind, no MemoryError, and the live heap does not grow
+    import gc
+    a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
+              updater=_NoJob(), sessions=None, health=None)
+    mptest.true("firmware.commands" not in sys.modules, "not loaded by the agent's start")
+    mem = []
+    for i in range(100):
+        rep = a.command("set_limit" if i % 3 else "bogus", {"id": i, "amps": 10})
+        mptest.eq(rep["ok"], bool(i % 3), rep)
+        mptest.true("firmware.commands" not in sys.modules, "dropped after command", i)
+        if i in (9, 99):
+            gc.collect()
+            mem.append(gc.mem_alloc())
+    mptest.true(mem[1] - mem[0] <= 256, "live heap grew over 90 commands", mem)
+    c = a.commands
+    mptest.eq((c.handled, c.refused, c.unanswered), (100, 34, 0))
+    mptest.eq(c.last_error, "unknown command: bogus")
+    mptest.eq(a.command("pause", "{}"), None, "no id: no reply")
+    mptest.eq(c.unanswered, 1)
+
+
+def test_ha_discovery_loaded_per_round():
+    # firmware/hadisco.py is loaded while a round of discovery configs goes
+    # out (after a connect, on HA's birth message) and dropped after it
+    from firmware.lazy import Discovery
+    link = _Link()
+    link.connected = False
+    d = Discovery(link, "t1", "sim", "1.0.0", "a", 16)
+    mptest.eq(link.extra[0], "homeassistant/status")
+    d.poll()
+    mptest.true("firmware.hadisco" not in sys.modules, "not loaded while disconnected")
+    link.connected = True
+    for n in range(40):
+        d.poll()
+        if d.rounds:
+            break
+    mptest.eq(d.rounds, 1)
+    count = len(link.sent)
+    mptest.true(count > 10 and len(set(link.sent)) == count, link.sent)
+    mptest.true("firmware.hadisco" not in sys.modules, "dropped after the round")
+    for _ in range(5):
+        d.poll()
+    mptest.eq(len(link.sent), count, "same connection: nothing again")
+    link.extra[1](b"online")          # HA's birth message: all again
+    for _ in range(40):
+        d.poll()
+    mptest.eq((d.rounds, len(link.sent)), (2, 2 * count))
+    link.ups += 1                     # a reconnect: all again
+    for _ in range(40):
+        d.poll()
+    mptest.eq((d.rounds, len(link.sent), d.loads), (3, 3 * count, 3))
+    mptest.true("firmware.hadisco" not in sys.modules)
+    mptest.true('"max":16,' in d.payload(11) and "firmware.hadisco" not in sys.modules)
