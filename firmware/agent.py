@@ -158,7 +158,7 @@ class Agent:
             return None
         job = m.OnDemandUpdater(self.root, self.cfg.get("board"),
                                 self.bootinfo.get("version") or (0, 0, 0, 0), _wall_clock(),
-                                on_status=self._on_fw_status)
+                                on_status=self._on_fw_status, before_install=self._quiesce)
         job.resume()
         return job
 
@@ -390,7 +390,8 @@ class Agent:
             return    # current may flow: the charging core opens after C1, not we
         self._t_sessions(now)   # the session record goes out (to the log) first
         link = self.link
-        flushed = link is None or not link.connected or not link.pending()
+        flushed = link is None or not (link.connected or getattr(link, "resuming", False)) \
+            or not link.pending()
         oc = self.ocpp
         if oc is not None and oc.connected and oc.pending():
             flushed = False
@@ -429,6 +430,14 @@ class Agent:
         self._reset_max = time.ticks_add(self._now, _RESET_MAX_MS)
         if self.evse.session is not None:
             self.evse.stop_session("reset")
+
+    def _quiesce(self):
+        # the update's install step (charger idle): MQTT and OCPP traffic stops
+        # and their buffers go back to the heap; they reconnect at once after
+        for part in (self.link, self.ocpp):
+            fn = getattr(part, "suspend", None)
+            if fn is not None:
+                fn(self._now)
 
     def _config_changed(self, cfg):
         # telemetry period at once; the rest (limits, broker) at the next start

@@ -204,6 +204,7 @@ class Link:
         self._pid = 0
         self._sub_pid = 0
         self.ups = 0                 # successful connections (CONNACK) so far
+        self.resuming = False        # suspend()ed, not yet connected again
         self._extra = None           # (topic, fn(payload)): one more subscription (HA birth)
         self.extra_refused = False
         cid = cfg_mqtt.get("client_id") or device_id
@@ -264,6 +265,25 @@ class Link:
         self.sent += 1
         return True
 
+    def suspend(self, now_ms):
+        """Close the connection and give the receive and send buffers back
+        (the install step of an update); the next poll() reconnects, and
+        `resuming` stays True until it is up again (the agent's reset waits
+        for the messages queued meanwhile, within its delay)."""
+        was = self._st
+        self._close()
+        self._st = _IDLE
+        inf = self._inflight
+        self._inflight = None
+        if inf is not None and inf[1] == "q":
+            inf[2][2] = 1   # stays queued, re-sent after reconnect
+        self._ibuf = self._imv = None
+        self._pipe.out = bytearray()
+        self._ilen = self._skip = 0
+        if was != _IDLE:
+            self.retry_at = now_ms   # it was (getting) up: again at once, no backoff
+            self.resuming = True
+
     def pending(self):
         """Messages or bytes not yet handed to the network (0 = all flushed)."""
         return len(self._queue) + len(self._dirty) + len(self._pipe.out)
@@ -307,6 +327,9 @@ class Link:
     # ---- connection -------------------------------------------------------
 
     def _start(self, now):
+        if self._ibuf is None:   # after suspend()
+            self._ibuf = bytearray(_IN_MAX)
+            self._imv = memoryview(self._ibuf)
         self.attempts += 1
         self._t_conn = now
         cfg = self.cfg
@@ -552,6 +575,7 @@ class Link:
     def _up(self):
         self._st = _UP
         self.connected = True
+        self.resuming = False
         self.failures = 0
         self.last_error = None
         self._sub_pid = self._next_pid()

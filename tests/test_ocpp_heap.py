@@ -13,19 +13,25 @@ from tools import mpunix
 
 SCRIPT = r"""
 import sys, gc, time
-gc.collect()
-from firmware.hal.sim import SimBoard
-from firmware.agent import Agent
-from firmware import config
-root, url = sys.argv[1], sys.argv[2]
-# as on a board: boot.py has selected the slot and written the boot record
+# as on a board: boot.py is compiled and run first (from source: it is outside
+# the slots), then it has selected the slot and written the boot record
 # before the agent starts (without one, read_record rebuilds it from the slots'
 # evidence: bootev.py, a recovery path, not the start of a charging session)
 import boot
+gc.collect()
+from firmware import config
+root, url = sys.argv[1], sys.argv[2]
 boot.write_record(boot.Record(), root)
 cfg = config.merge(config.DEFAULTS, {"device_id": "heap1", "mqtt": {"host": ""}})
 if url != "-":
     cfg["ocpp"]["url"] = url
+# the agent reads its configuration once and drops the store (agent.load_config)
+config = None
+del sys.modules["firmware.config"]
+import firmware
+del firmware.config
+from firmware.hal.sim import SimBoard
+from firmware.agent import Agent
 gc.collect()
 a0 = gc.mem_alloc()
 b = SimBoard()

@@ -14,6 +14,7 @@
 # through on_status(status, request_id, progress_percent_or_None, reason).
 from micropython import const
 import gc
+import sys
 import os
 import boot
 from firmware.ota import bundle, fetch, image, slots
@@ -196,8 +197,12 @@ class UpdateJob:
     def __init__(self, root="/", keys=None, board=None, running_version=(0, 0, 0, 0), clock=None,
                  fetcher_factory=None, on_status=None, trials=3, max_size=2097152,
                  timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE,
-                 deadline_s=3600, min_rate=64, rate_window_ms=60000):
+                 deadline_s=3600, min_rate=64, rate_window_ms=60000, before_install=None):
         self.root = boot._root(root)
+        # called right before the unpack (the charger is idle): the agent stops
+        # its MQTT/OCPP traffic and releases their buffers (contiguous heap for
+        # the deflate window); they reconnect after
+        self.before_install = before_install
         self.keys = keys                  # None: read trust/keys.bin for each job
         self.board = board
         self.running = version_tuple(running_version)
@@ -681,6 +686,12 @@ class UpdateJob:
         gc.collect()
         self._persist("installing")
         self._report(INSTALLING)
+        if self.before_install is not None:
+            try:
+                self.before_install()
+            except Exception as e:  # noqa - the install goes on with the links as they are
+                sys.print_exception(e)
+            gc.collect()
         try:
             m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
                               self.root, self.board, version_str(info.version), self.reserve,

@@ -385,3 +385,31 @@ def test_broker_not_reading_after_connect_detected():
     mptest.eq(link.connected, False)
     mptest.true("stalled" in link.last_error, link.last_error)
     mptest.true(sock.closed)
+
+
+def test_suspend_for_install_releases_buffers_and_reconnects():
+    # the install step of an update (agent._quiesce): the connection closes,
+    # the receive and send buffers go back to the heap, nothing queued is
+    # lost, and the next poll reconnects at once (no backoff)
+    import gc
+    clk = Clock()
+    link = _link(_cfg(), "t-susp", clk)
+    mptest.true(_pump(link, lambda: link.connected and not link.pending(), clk), link.last_error)
+    gc.collect()
+    m0 = gc.mem_alloc()
+    link.suspend(clk.now())
+    gc.collect()
+    freed = m0 - gc.mem_alloc()
+    mptest.true(freed >= 2048, "receive buffer given back", freed)
+    mptest.eq((link.connected, link.resuming, link._ibuf), (False, True, None))
+    link.publish("firmware", {"status": "Installing"}, retain=True, qos=1)
+    link.publish("telemetry", {"voltage_v": 231.0})
+    mptest.true(link.pending() > 0)
+    ups = link.ups
+    link.poll(clk.now())
+    mptest.eq(link.state, "connecting", "reconnects at the next poll")
+    mptest.true(_pump(link, lambda: link.connected and not link.pending(), clk, skip_backoff=False),
+                link.last_error)
+    mptest.eq((link.ups, link.resuming, link.failures), (ups + 1, False, 0))
+    mptest.eq(json.loads(_wait_msgs("t-susp", "firmware")[-1][0])["status"], "Installing")
+    mptest.eq(json.loads(_wait_msgs("t-susp", "telemetry")[-1][0]), {"voltage_v": 231.0})
