@@ -123,7 +123,8 @@ def run():
     lk = a.link
     report("agent holds: MQTT receive buffer (of the link)", (len(lk._ibuf) + len(lk._rbuf)) / 1024, "KB")
     for m in HELD:
-        report("agent holds: module %s (.mpy)" % m, mods[m] / 1024, "KB")
+        report("agent holds: module %s (%s)" % (m, "source" if m == "boot" else ".mpy"),
+               mods[m] / 1024, "KB")
     report("agent holds: modules, sum", sum(mods.values()) / 1024, "KB")
     report("agent holds: objects and state after 300 periods", objs / 1024, "KB")
     report("agent idle, live heap (modules + objects; no vboard ROM)", total / 1024, "KB",
