@@ -7,6 +7,7 @@
 # command handler (per command) and HA discovery (per round): firmware/lazy.py.
 # The 32-bit lane passes this module at 96K (mp64 needs 128K).
 import sys
+import time
 import mptest
 import flashrig
 from firmware import agent
@@ -41,24 +42,6 @@ class _NoJob:
         return "Idle"
 
 
-def test_start_up_readers_not_kept_loaded():
-    # the protected config store and the boot report are read at start, the
-    # store again only by get_config/set_config: their modules are not kept
-    # loaded (firmware/config.py alone is ~10 KB of heap on mp32, docs/memory.md)
-    mptest.eq(agent.load_config(R)["max_current_a"], 0, "empty flash: the fail-safe configuration")
-    mptest.true("firmware.config" not in sys.modules, "config store dropped after load_config")
-    a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
-              updater=_NoJob(), sessions=None, health=None)
-    a.start()
-    mptest.true("firmware.ota.health" not in sys.modules, "boot report reader dropped after start")
-    for name, p in (("get_config", {"id": 1}),
-                    ("set_config", {"id": 2, "changes": {"telemetry_ms": 5000}})):
-        rep = a.command(name, p)
-        mptest.eq(rep["id"], p["id"])
-        mptest.true("firmware.config" not in sys.modules, "config store dropped after", name)
-    mptest.eq(rep["ok"], False, "no valid configuration on this flash: set_config refused", rep)
-
-
 class _Link:
     # the part of firmware.mqtt.Link that the agent and HA discovery use
     connected = True
@@ -84,6 +67,68 @@ class _Link:
 
     def pending(self):
         return 0
+
+    def close(self, now=None):
+        self.connected = False
+
+
+def test_install_step_suspends_the_links():
+    # the update job calls before_install right before the unpack: the agent
+    # suspends its links (buffers released, reconnect at once after), and a
+    # reset waits for a link that is reconnecting after it (within its delay)
+    link = _Link()
+    calls = []
+    link.suspend = lambda now: calls.append(("mqtt", now))
+    link.resuming = False
+    class _OnDemand(_NoJob):
+        # stands in for firmware.ota.ondemand (the real one imports boot.py from
+        # source, beyond this module's heap on mp64): records what the agent passes
+        def __init__(self, *a, **kw):
+            self.kw = kw
+
+        def resume(self):
+            pass
+
+    class _Mod:
+        OnDemandUpdater = _OnDemand
+
+    had = sys.modules.get("firmware.ota.ondemand")
+    sys.modules["firmware.ota.ondemand"] = _Mod
+    try:
+        a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=link,
+                  sessions=None, health=None, ha=None)
+    finally:
+        if had is None:
+            sys.modules.pop("firmware.ota.ondemand", None)
+        else:
+            sys.modules["firmware.ota.ondemand"] = had
+    a.updater.kw["before_install"]()   # what OnDemandUpdater passes on to the UpdateJob
+    mptest.eq(calls, [("mqtt", a._now)])
+    link.connected = False
+    link.resuming = True
+    link.pending = lambda: 1
+    a._on_reset("soft")
+    a._t_reset(a._now)      # resuming with messages queued: not yet
+    mptest.true(not a._resetting, "reset waits for the reconnecting link")
+    mptest.raises(SystemExit, a._t_reset, time.ticks_add(a._now, 2000))   # the delay is over
+
+
+def test_start_up_readers_not_kept_loaded():
+    # the protected config store and the boot report are read at start, the
+    # store again only by get_config/set_config: their modules are not kept
+    # loaded (firmware/config.py alone is ~10 KB of heap on mp32, docs/memory.md)
+    mptest.eq(agent.load_config(R)["max_current_a"], 0, "empty flash: the fail-safe configuration")
+    mptest.true("firmware.config" not in sys.modules, "config store dropped after load_config")
+    a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
+              updater=_NoJob(), sessions=None, health=None)
+    a.start()
+    mptest.true("firmware.ota.health" not in sys.modules, "boot report reader dropped after start")
+    for name, p in (("get_config", {"id": 1}),
+                    ("set_config", {"id": 2, "changes": {"telemetry_ms": 5000}})):
+        rep = a.command(name, p)
+        mptest.eq(rep["id"], p["id"])
+        mptest.true("firmware.config" not in sys.modules, "config store dropped after", name)
+    mptest.eq(rep["ok"], False, "no valid configuration on this flash: set_config refused", rep)
 
 
 def test_command_handler_loaded_per_command_without_heap_growth():
@@ -142,3 +187,4 @@ def test_ha_discovery_loaded_per_round():
     mptest.eq((d.rounds, len(link.sent), d.loads), (3, 3 * count, 3))
     mptest.true("firmware.hadisco" not in sys.modules)
     mptest.true('"max":16,' in d.payload(11) and "firmware.hadisco" not in sys.modules)
+
