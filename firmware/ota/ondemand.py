@@ -7,10 +7,12 @@
 # it used goes back to the agent. Same interface as updater.UpdateJob for the
 # agent and the commands: start(), poll(), status(), resume(), cancel().
 import sys
-from firmware.ota import job as _job
 
+# firmware/ota/job.py (the job file's helpers, ~3 KB on mp32) is read at
+# start (resume) and by the chain; it is not kept loaded either
 _MODULES = ("health", "updater", "fetch", "image", "ed25519", "wnaf", "sha512", "bundle", "slots",
-            "evidence")
+            "evidence", "job")
+_IDLE = "Idle"   # job.IDLE
 
 
 def release():
@@ -29,7 +31,7 @@ class OnDemandUpdater:
         self._kw = kw
         self.on_status = on_status
         self.job = None
-        self._status = _job.IDLE
+        self._status = _IDLE
         self.loads = 0                # times the OTA chain was imported (diagnostics)
 
     @property
@@ -64,9 +66,18 @@ class OnDemandUpdater:
 
     def resume(self):
         """After a boot: continue a job persisted on flash, if there is one."""
+        had = "firmware.ota.job" in sys.modules
+        from firmware.ota import job as _job
         j = _job.load_job(self.root)
         if j is None:
             _job.clean_orphans(self.root)     # garbled job file: drop its staged image
+        _job = None
+        if not had:
+            sys.modules.pop("firmware.ota.job", None)
+            pkg = sys.modules.get("firmware.ota")
+            if pkg is not None and hasattr(pkg, "job"):
+                delattr(pkg, "job")
+        if j is None:
             return False
         if j.get("state") == "rebooting":
             return False     # nothing to do, or the trial boot's verdict (health.py) is awaited

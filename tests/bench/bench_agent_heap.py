@@ -16,10 +16,11 @@ ROOT = "/tmp/evse-bench-agent-heap-%d/" % (id(os) & 0xFFFFFF)
 
 # what firmware.agent keeps imported (tests/device/test_agent_modules.py checks it)
 HELD = ("boot", "firmware.hal.sim", "firmware.evse", "firmware.report", "firmware.agent",
-        "firmware.sessionlog", "umqtt.simple", "firmware.mqtt", "firmware.ota.job",
+        "firmware.sessionlog", "umqtt.simple", "firmware.mqtt", "firmware.lazy",
         "firmware.ota.ondemand")
 # loaded only while needed, dropped after
-ON_DEMAND = ("firmware.config", "firmware.ota.health", "firmware.commands", "firmware.hadisco")
+ON_DEMAND = ("firmware.config", "firmware.ota.job", "firmware.ota.health", "firmware.commands",
+             "firmware.hadisco")
 
 
 def _rmtree(p):

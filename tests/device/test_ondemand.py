@@ -77,12 +77,15 @@ def test_trial_boot_reads_the_job_without_the_chain():
 
 
 def test_nothing_loaded_without_a_job():
+    ondemand.release()     # health (the test before) brought job.py along
     log = []
     u = _new(log)
     mptest.eq(u.resume(), False)
     mptest.eq(u.poll(0, True, True), False)
     mptest.eq(u.status(), "Idle")
     mptest.eq(_loaded(), [])
+    # the job file's helpers are read at resume and not kept either
+    mptest.true("firmware.ota.job" not in sys.modules, "job.py dropped after resume")
 
 
 def test_bad_request_refused_and_chain_dropped():
