@@ -523,7 +523,7 @@ class Agent:
         self._status()
         if self.bootinfo.get("trial") or self.updater is None:
             return
-        had = "firmware.ota.health" in sys.modules
+        had = [m for m in ("health", "job") if "firmware.ota." + m in sys.modules]
         try:
             from firmware.ota import health
             r = health.boot_report(self.root)
@@ -531,8 +531,10 @@ class Agent:
                 self._on_fw_status(r[0], r[1], None, r[2])
         except Exception as e:
             self._error(e)
-        if not had:
-            _drop("firmware.ota", "health")   # read once per boot: not kept loaded (heap)
+        health = None
+        for m in ("health", "job"):
+            if m not in had:
+                _drop("firmware.ota", m)   # read once per boot: not kept loaded (heap)
 
     def loop(self, periods=None):
         """Control periods every period_ms on ticks_add deadlines, `periods`

@@ -123,6 +123,7 @@ def test_start_up_readers_not_kept_loaded():
               updater=_NoJob(), sessions=None, health=None)
     a.start()
     mptest.true("firmware.ota.health" not in sys.modules, "boot report reader dropped after start")
+    mptest.true("firmware.ota.job" not in sys.modules, "job file helpers dropped after start")
     for name, p in (("get_config", {"id": 1}),
                     ("set_config", {"id": 2, "changes": {"telemetry_ms": 5000}})):
         rep = a.command(name, p)
