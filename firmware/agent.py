@@ -129,8 +129,17 @@ class Agent:
 
     # -- building the optional parts ------------------------------------------
     def _build_sessions(self):
+        oc = self.cfg.get("ocpp")
+        had = "firmware.sessionlog" in sys.modules
         m = _opt("firmware.sessionlog")
-        return None if m is None else m.SessionLog(self.root)
+        if m is None:
+            return None
+        if oc and oc.get("url"):
+            return m.SessionLog(self.root)   # the OCPP link's queue holds the module anyway
+        if not had:
+            _drop("firmware", "sessionlog")
+        from firmware import lazy   # loaded only while records wait (firmware/lazy.py)
+        return lazy.Sessions(self.root)
 
     def _build_link(self, now):
         mq = self.cfg.get("mqtt")

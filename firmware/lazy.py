@@ -6,6 +6,8 @@
 #   Commands   firmware/commands.py, for the handling of one backend command
 #   Discovery  firmware/hadisco.py, while a round of Home Assistant discovery
 #              configs goes out (after each connect, on HA's birth message)
+#   Sessions   firmware/sessionlog.py, while finished-session records wait on
+#              flash to be published (the log itself is on flash either way)
 #
 # A module that was already loaded when it is needed (a test imported it,
 # or someone else holds it) is left loaded.
@@ -116,3 +118,68 @@ class Discovery:
             had = dh[1]
             d = dh = None
             drop("firmware.hadisco", had)
+
+
+class Sessions:
+    """firmware.sessionlog.SessionLog, kept loaded only while records wait
+    to be published: built from flash at start, dropped when nothing waits
+    (after the PUBACK of the last one), built again at the next append.
+    The link uses len(), peek_line() and ack() as on a SessionLog."""
+
+    def __init__(self, root="/", max_records=50):
+        self._a = (root, max_records)
+        self._log = None
+        self._had = False
+        self.loads = 0           # times the log was built from flash (diagnostics, tests)
+        self._dropped = 0        # of logs built before
+        self._open()
+        self._idle()
+
+    @property
+    def dropped(self):
+        log = self._log
+        return self._dropped + (0 if log is None else log.dropped)
+
+    def _open(self):
+        log = self._log
+        if log is None:
+            m, self._had = _load("firmware.sessionlog")
+            log = self._log = m.SessionLog(*self._a)
+            self.loads += 1
+        return log
+
+    def _idle(self):
+        log = self._log
+        if log is not None and not len(log):
+            self._dropped += log.dropped
+            self._log = log = None
+            drop("firmware.sessionlog", self._had)
+
+    def __len__(self):
+        log = self._log
+        return 0 if log is None else len(log)
+
+    def append(self, rec):
+        return self._open().append(rec)
+
+    def peek_line(self):
+        log = self._log
+        return None if log is None else log.peek_line()
+
+    def peek(self):
+        log = self._log
+        return None if log is None else log.peek()
+
+    def ack(self, seq=None):
+        log = self._log
+        if log is None:
+            return False
+        r = log.ack(seq)
+        self._idle()
+        return r
+
+    def pop(self):
+        rec = self.peek()
+        if rec is not None:
+            self.ack()
+        return rec

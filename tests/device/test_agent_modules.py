@@ -189,3 +189,31 @@ def test_ha_discovery_loaded_per_round():
     mptest.true("firmware.hadisco" not in sys.modules)
     mptest.true('"max":16,' in d.payload(11) and "firmware.hadisco" not in sys.modules)
 
+
+
+def test_session_log_loaded_while_records_wait():
+    # firmware/sessionlog.py is held only while finished-session records
+    # wait on flash for their PUBACK (firmware/lazy.py Sessions)
+    from firmware.lazy import Sessions
+    s = Sessions(R)
+    mptest.eq(len(s), 0)
+    mptest.true("firmware.sessionlog" not in sys.modules, "empty log: not loaded")
+    seq = s.append({"id": "s1", "energy_wh": 10.0})
+    mptest.true("firmware.sessionlog" in sys.modules and len(s) == 1)
+    h = s.peek_line()
+    mptest.eq(h[0], seq)
+    mptest.eq(s.ack(seq + 1), False, "not the head: nothing acked")
+    s2 = Sessions(R)      # a reboot while one waits: loaded from flash
+    mptest.eq((len(s2), s2.peek_line()[0]), (1, seq))
+    s2 = None
+    mptest.eq(s.ack(seq), True)
+    mptest.eq(len(s), 0)
+    mptest.true("firmware.sessionlog" not in sys.modules, "dropped after the last PUBACK")
+    seq2 = s.append({"id": "s2", "energy_wh": 5.0})
+    mptest.eq(seq2, seq + 1, "seq goes on across a rebuild")
+    mptest.eq(s.pop()["id"], "s2")
+    mptest.eq((len(s), s.loads, s.peek_line(), s.ack()), (0, 3, None, False))
+    mptest.true("firmware.sessionlog" not in sys.modules)
+    a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
+              updater=_NoJob(), health=None)
+    mptest.true(isinstance(a.sessions, Sessions) and "firmware.sessionlog" not in sys.modules)
