@@ -6,7 +6,7 @@
 # after 300 control periods. This is the heap the agent cannot avoid holding
 # (docs/memory.md "What a running agent holds"); the modules it loads only
 # for a moment (config store, boot report, command handler, HA discovery,
-# OTA chain) are listed as "loaded on demand" with what they cost while loaded.
+# session log, OTA chain) are listed as "loaded on demand" with what they cost while loaded.
 import gc
 import os
 import sys
@@ -16,10 +16,10 @@ ROOT = "/tmp/evse-bench-agent-heap-%d/" % (id(os) & 0xFFFFFF)
 
 # what firmware.agent keeps imported (tests/device/test_agent_modules.py checks it)
 HELD = ("boot", "firmware.hal.sim", "firmware.evse", "firmware.report", "firmware.agent",
-        "firmware.sessionlog", "umqtt.simple", "firmware.mqtt", "firmware.lazy",
+        "umqtt.simple", "firmware.mqtt", "firmware.lazy",
         "firmware.ota.ondemand")
 # loaded only while needed, dropped after
-ON_DEMAND = ("firmware.config", "firmware.ota.job", "firmware.ota.health", "firmware.commands",
+ON_DEMAND = ("firmware.config", "firmware.sessionlog", "firmware.ota.job", "firmware.ota.health", "firmware.commands",
              "firmware.hadisco")
 
 
@@ -106,7 +106,7 @@ def run():
     objs = gc.mem_alloc() - a0
     total = gc.mem_alloc() - base
     # a second instance of each long-lived object: its own size
-    from firmware import mqtt, evse, sessionlog
+    from firmware import mqtt, evse, lazy
     from firmware.ota import ondemand
     parts = (
         ("MQTT link (receive/send buffers, umqtt client, queues)",
@@ -114,7 +114,7 @@ def run():
         ("charging core (Evse: state, limits, session)",
          lambda: evse.Evse(32, fallback_current_a=6, period_ms=20, selftest=True)),
         ("simulated board (SimBoard)", lambda: SimBoard()),
-        ("session log (SessionLog)", lambda: sessionlog.SessionLog(ROOT)),
+        ("session log handle (lazy.Sessions, nothing waiting)", lambda: lazy.Sessions(ROOT)),
         ("update job handle (OnDemandUpdater, no job)",
          lambda: ondemand.OnDemandUpdater(ROOT, "sim", (1, 0, 0, 0), None)),
     )

@@ -10,9 +10,10 @@ import os
 import sys
 from benchlib import report
 
-# (boot: the bootstrap, imported from source; firmware.config, firmware.commands and firmware.hadisco are loaded on demand
+# (boot: the bootstrap, imported from source; firmware.config, firmware.commands,
+# firmware.hadisco, firmware.sessionlog and firmware.ota.job are loaded on demand
 # and dropped: bench_agent_heap.py measures them and the objects of an agent)
-IDLE = ("boot", "firmware.evse", "firmware.hal.sim", "firmware.sessionlog", "firmware.report",
+IDLE = ("boot", "firmware.evse", "firmware.hal.sim", "firmware.report",
         "umqtt.simple", "firmware.mqtt", "firmware.lazy", "firmware.ota.ondemand", "firmware.agent")
 OTA = ("firmware.ota.health", "firmware.ota.sha512", "firmware.ota.ed25519", "firmware.ota.image",
        "firmware.ota.fetch", "firmware.ota.bundle", "firmware.ota.slots", "firmware.ota.updater")
