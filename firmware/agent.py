@@ -402,7 +402,7 @@ class Agent:
         flushed = link is None or not (link.connected or getattr(link, "resuming", False)) \
             or not link.pending()
         oc = self.ocpp
-        if oc is not None and oc.connected and oc.pending():
+        if oc is not None and (oc.connected or getattr(oc, "resuming", False)) and oc.pending():
             flushed = False
         if flushed or time.ticks_diff(now, self._reset_at) >= 0:
             self._safe()
@@ -442,7 +442,8 @@ class Agent:
 
     def _quiesce(self):
         # the update's install step (charger idle): MQTT and OCPP traffic stops
-        # and their buffers go back to the heap; they reconnect at once after
+        # and their buffers go back to the heap (contiguous room for the
+        # unpack); they reconnect at once after
         for part in (self.link, self.ocpp):
             fn = getattr(part, "suspend", None)
             if fn is not None:

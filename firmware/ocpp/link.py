@@ -156,6 +156,7 @@ class Link:
         self.timeouts = 0             # CALLs that got no answer in time
         self.tx_dropped = 0           # transaction messages given up
         self.received = 0
+        self.resuming = False         # suspend()ed, not yet connected again
         self._rand = rand or _rand
         self._wall = wall or time.time
         self._clock_off = 0
@@ -168,7 +169,7 @@ class Link:
             self._auth = ("%s:%s" % (self.cbid, k)).encode()
         self._ca = None
         self._q = []                  # [action, payload, kind, data]
-        self._wait = None             # outstanding CALL: [uid, action, kind, data, t_sent]
+        self._wait = None             # outstanding CALL: [uid, action, kind, data, t_sent, payload]
         self._boot_at = now_ms
         self._hb_at = None
         self._tx_retry_at = None
@@ -248,6 +249,22 @@ class Link:
     def close(self, now_ms=None):
         self._ws.close(1000)
         self.connected = False
+
+    def suspend(self, now_ms):
+        """The install step of an update (agent._quiesce): the WebSocket is
+        closed and its buffers released; the next poll() reconnects at once
+        (no backoff) and `resuming` stays True until it is open again."""
+        was = self.connected or self._ws.state_id
+        self._ws.close(1000)
+        self._ws.release()
+        self.connected = False
+        w = self._wait
+        self._wait = None
+        if w is not None and w[2] == "q" and w[1] != "Heartbeat":
+            self._q.insert(0, [w[1], w[5], w[2], w[3]])   # answered after the reconnect
+        if was:
+            self.retry_at = now_ms
+            self.resuming = True
 
     def poll(self, now_ms):
         try:
@@ -486,6 +503,7 @@ class Link:
 
     def _connected(self, now):
         self.connected = True
+        self.resuming = False
         self.failures = 0
         self.last_error = None
         self._pinged = None
@@ -503,7 +521,7 @@ class Link:
         w = self._wait
         self._wait = None
         if w is not None and w[2] == "q" and w[1] != "Heartbeat":
-            self._q.insert(0, w[:4])
+            self._q.insert(0, [w[1], w[5], w[2], w[3]])   # [action, payload, kind, data]
         self.failures += 1
         d = _BACKOFF_MIN_MS << min(self.failures - 1, 6)
         if d > _BACKOFF_MAX_MS:
@@ -608,7 +626,7 @@ class Link:
     def _call(self, now, action, payload, kind, data):
         uid = rpc.new_id()
         self._ws.send(rpc.call(uid, action, payload))
-        self._wait = [uid, action, kind, data, now]
+        self._wait = [uid, action, kind, data, now, payload]   # payload: re-queued on a drop
         self._t_call = now
         if self.registration == "Accepted":
             self._hb_at = time.ticks_add(now, self.conf["HeartbeatInterval"] * 1000) \

@@ -79,6 +79,7 @@ class WS:
         self.pongs = 0
         self._sock = None
         self._poll = None
+        self._in_max = in_max
         self._ibuf = bytearray(in_max)
         self._imv = memoryview(self._ibuf)
         self._ilen = 0
@@ -107,6 +108,9 @@ class WS:
         """Start connecting to url + path (non-blocking). auth: b'user:pass'
         for HTTP Basic; ca: DER CA certificate (wss:// needs it)."""
         self.close()
+        if self._ibuf is None:     # after release()
+            self._ibuf = bytearray(self._in_max)
+            self._imv = memoryview(self._ibuf)
         tls, host, port, base = parse_url(url)
         if tls and not ca:
             raise WSError("wss:// needs a CA certificate")
@@ -167,6 +171,14 @@ class WS:
                 s.close()
             except Exception:
                 pass
+
+    def release(self):
+        """Closed: give the receive and send buffers back (the next open()
+        allocates the receive buffer again)."""
+        self.close()
+        self._ibuf = self._imv = None
+        self._ilen = self._skip = 0
+        self._out = bytearray()
 
     def _fail(self, why):
         self.error = why
