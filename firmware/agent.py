@@ -55,6 +55,21 @@ def _opt(name):
         return None
 
 
+def _have(name):
+    # whether module `name` is there, without importing it (heap: the
+    # on-demand parts are not loaded at start); else the import tells
+    f = name.replace(".", "/")
+    import os
+    for p in sys.path:
+        for ext in (".mpy", ".py"):
+            try:
+                os.stat((p + "/" if p else "") + f + ext)
+                return True
+            except OSError:
+                pass
+    return _opt(name) is not None
+
+
 def _wall_clock():
     # UNIX seconds when the port's clock is the UNIX epoch (unix port), else unknown
     return time.time if time.gmtime(0)[0] == 1970 else None
@@ -130,14 +145,12 @@ class Agent:
     # -- building the optional parts ------------------------------------------
     def _build_sessions(self):
         oc = self.cfg.get("ocpp")
-        had = "firmware.sessionlog" in sys.modules
-        m = _opt("firmware.sessionlog")
-        if m is None:
-            return None
         if oc and oc.get("url"):
-            return m.SessionLog(self.root)   # the OCPP link's queue holds the module anyway
-        if not had:
-            _drop("firmware", "sessionlog")
+            # the OCPP link's transaction queue holds the module anyway
+            m = _opt("firmware.sessionlog")
+            return None if m is None else m.SessionLog(self.root)
+        if not _have("firmware.sessionlog"):
+            return None
         from firmware import lazy   # loaded only while records wait (firmware/lazy.py)
         return lazy.Sessions(self.root)
 
@@ -174,9 +187,9 @@ class Agent:
     def _build_commands(self):
         # firmware/commands.py is loaded per command (firmware/lazy.py)
         had = "firmware.commands" in sys.modules
-        if _opt("firmware.commands") is None:
+        if not _have("firmware.commands"):
             return None
-        if not had:
+        if not had and "firmware.commands" in sys.modules:
             _drop("firmware", "commands")
         from firmware import lazy
         return lazy.Commands(self.evse, self.updater, self.root, self._on_reset, self._config_changed)
@@ -187,9 +200,9 @@ class Agent:
             return None
         # firmware/hadisco.py is loaded while a round of configs goes out (firmware/lazy.py)
         had = "firmware.hadisco" in sys.modules
-        if _opt("firmware.hadisco") is None:
+        if not _have("firmware.hadisco"):
             return None
-        if not had:
+        if not had and "firmware.hadisco" in sys.modules:
             _drop("firmware", "hadisco")
         from firmware import lazy
         bi = self.bootinfo

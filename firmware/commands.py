@@ -140,6 +140,11 @@ class Commands:
         self.unanswered = 0    # commands without a usable id (no reply)
         self.last_error = None
         self._after = None
+        # set by firmware/lazy.py: update_firmware leaves its updater.start(req)
+        # here (deferred) for the caller to run once this module is dropped
+        # (the OTA chain then loads without the command handler beside it)
+        self.defer = False
+        self.deferred = None
 
     def handle(self, name, payload):
         """One command -> its reply dict, or None when it has no usable id."""
@@ -267,6 +272,9 @@ class Commands:
                 req[k] = v
         if self.updater is None:
             raise Refused("firmware update not available")
+        if self.defer:
+            self.deferred = (self.updater.start, req)
+            return
         self.updater.start(req)
 
     def _reset(self, msg):

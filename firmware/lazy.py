@@ -49,15 +49,36 @@ class Commands:
         m, had = _load("firmware.commands")
         c = m.Commands(*self._args)
         m = None
+        c.defer = True
         c.handled, c.refused, c.unanswered, c.last_error = (self.handled, self.refused,
                                                               self.unanswered, self.last_error)
         try:
-            return c.handle(name, payload)
+            reply = c.handle(name, payload)
+            d = c.deferred
         finally:
             self.handled, self.refused, self.unanswered, self.last_error = (
                 c.handled, c.refused, c.unanswered, c.last_error)
             c = None
             drop("firmware.commands", had)
+        if d is not None:
+            # update_firmware: the updater starts (and loads the OTA chain)
+            # now that the command handler's heap is back; what it refuses
+            # becomes the reply, as commands.py words it
+            err = None
+            try:
+                d[0](d[1])
+            except ValueError as e:
+                err = str(e) or "bad value"
+            except Exception as e:  # noqa - MemoryError loading the chain & co.
+                sys.print_exception(e)
+                err = "internal error: %s" % type(e).__name__
+            d = None
+            if err is not None:
+                self.refused += 1
+                self.last_error = err
+                if reply is not None:
+                    reply = {"id": reply["id"], "ok": False, "error": err}
+        return reply
 
 
 class Discovery:

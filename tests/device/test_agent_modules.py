@@ -217,3 +217,33 @@ def test_session_log_loaded_while_records_wait():
     a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
               updater=_NoJob(), health=None)
     mptest.true(isinstance(a.sessions, Sessions) and "firmware.sessionlog" not in sys.modules)
+
+
+def test_update_firmware_starts_after_the_command_handler_is_dropped():
+    # update_firmware: the updater starts (the OTA chain loads) only once
+    # firmware/commands.py is dropped again; what start() refuses is the reply
+    seen = []
+
+    class _Upd(_NoJob):
+        def start(self, req):
+            seen.append(("firmware.commands" in sys.modules, req["requestId"]))
+            if req["requestId"] == 2:
+                raise ValueError("busy: an installed update awaits reboot/confirmation")
+            if req["requestId"] == 3:
+                raise MemoryError("chain")
+
+    a = Agent(SimBoard(), _cfg(), R, {"slot": "a", "version": "1.0.0"}, link=None,
+              updater=_Upd(), sessions=None, health=None)
+    req = {"location": "http://127.0.0.1:1/x.img", "retrieveDateTime": "2020-01-01T00:00:00Z"}
+    r1 = a.command("update_firmware", dict(req, id="u1", requestId=1))
+    r2 = a.command("update_firmware", dict(req, id="u2", requestId=2))
+    r3 = a.command("update_firmware", dict(req, id="u3", requestId=3))
+    r4 = a.command("update_firmware", dict(req, id="u4", requestId="x"))
+    mptest.eq(seen, [(False, 1), (False, 2), (False, 3)], "started without the handler loaded")
+    mptest.eq(r1, {"id": "u1", "ok": True})
+    mptest.eq(r2, {"id": "u2", "ok": False,
+                   "error": "busy: an installed update awaits reboot/confirmation"})
+    mptest.eq(r3, {"id": "u3", "ok": False, "error": "internal error: MemoryError"})
+    mptest.eq(r4["ok"], False, "a bad request is refused by the handler, start never called")
+    mptest.eq((a.commands.handled, a.commands.refused), (4, 3))
+    mptest.eq(a.commands.last_error, r4["error"])
