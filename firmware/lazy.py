@@ -12,14 +12,18 @@
 # A module that was already loaded when it is needed (a test imported it,
 # or someone else holds it) is left loaded.
 import sys
+import gc
 
 
 def _load(name):
     had = name in sys.modules
+    if not had:
+        # into a collected heap: the module's small objects fill the holes
+        # of garbage instead of cutting up the free blocks (fragmentation)
+        gc.collect()
     try:
         m = __import__(name, None, None, ("x",))
     except MemoryError:
-        import gc
         gc.collect()
         m = __import__(name, None, None, ("x",))
     return m, had

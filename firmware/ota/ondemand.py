@@ -49,6 +49,12 @@ class OnDemandUpdater:
 
     def _load(self):
         if self.job is None:
+            # collect first: the chain's many small objects then fill the
+            # holes garbage leaves, and its larger ones still find blocks
+            # (loaded into an uncollected heap, a 64-bit vboard with 200 KB
+            # free found no 1280-byte block after a few commands)
+            import gc
+            gc.collect()
             from firmware.ota import updater
             board, version, clock = self._args
             self.job = updater.UpdateJob(self.root, None, board, version, clock,
