@@ -74,6 +74,7 @@ KEYS = {
     "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
     "ChargingScheduleMaxPeriods": ("i", True, 24),
     "MaxChargingProfilesInstalled": ("i", True, 8),
+    "SignedUpdatesOnly": ("b", True, False),     # vendor key: ocpp.signed_updates_only (installer)
 }
 
 
@@ -410,15 +411,18 @@ class Link:
             rid = (fw.get("rid") or 0) + 1
             req["requestId"] = rid
         try:
-            u.start(req)
+            r = u.start(req)
         except ValueError as e:     # updater.UpdateError: malformed or busy, nothing changed
             raise rpc.CallError(rpc.PROPERTY if "busy" not in str(e) else rpc.GENERIC, str(e))
         self._fw = {"rid": rid, "signed": signed}
         self._save_state()
+        return r
 
-    def firmware_status(self, status, rid=None, force=False):
+    def firmware_status(self, status, rid=None, force=False, why=None):
         """From the update job (the OCPP 1.6 security names): FirmwareStatus-
-        Notification with the core names for UpdateFirmware requests."""
+        Notification with the core names for UpdateFirmware requests. A
+        signed update's InvalidSignature (the file's or the image's) also
+        raises SecurityEventNotification InvalidFirmwareSignature."""
         fw = self._fw or {}
         if fw.get("signed"):
             if status == self.fw_status and not force:
@@ -426,6 +430,8 @@ class Link:
             self.fw_status = status
             p = {"status": status, "requestId": fw.get("rid") if rid is None else rid}
             self._enqueue("SignedFirmwareStatusNotification", p, "q", None)
+            if status == "InvalidSignature" and not force:
+                self.security_event("InvalidFirmwareSignature", why)
             return
         st = _FW_CORE.get(status)
         if st is None and not force:
