@@ -28,7 +28,8 @@ def _install():
 def test_defaults_have_no_ocpp_link():
     _install()
     c = config.load(_dir)
-    mptest.eq(c["ocpp"], {"url": None, "charge_box_id": None, "auth_key": None, "ca": None})
+    mptest.eq(c["ocpp"], {"url": None, "charge_box_id": None, "auth_key": None, "ca": None,
+                          "signed_updates_only": False})
 
 
 def test_valid_ocpp_settings_are_stored_by_the_installer():
