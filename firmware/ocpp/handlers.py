@@ -214,66 +214,6 @@ def UpdateFirmware(lk, p):
     return {}
 
 
-_SIG_MODS = ("fwsig", "x509", "ecdsa_p256", "ed25519", "wnaf")
-
-
-def SignedUpdateFirmware(lk, p):
-    # security whitepaper ed. 3, "Secure firmware update": the signing
-    # certificate must chain to an installed Manufacturer root (x509.py at the
-    # link's wall clock); then the job downloads, checks the signature over
-    # the file with the certificate's key (fwsig.py), then the image's own
-    # MCUboot signature, and installs as UpdateFirmware does. Refused: nothing
-    # changes (no job, no flash write).
-    rpc.only(p, ("requestId", "retries", "retryInterval", "firmware"))
-    rid = rpc.get(p, "requestId", int, lo=0)
-    fw = rpc.get(p, "firmware", dict)
-    rpc.only(fw, ("location", "retrieveDateTime", "installDateTime", "signingCertificate",
-                  "signature"))
-    req = {"requestId": rid}
-    for k, hi, need in (("location", 512, True), ("retrieveDateTime", 40, True),
-                        ("installDateTime", 40, False), ("signingCertificate", 5500, True),
-                        ("signature", 800, True)):
-        v = rpc.get(fw, k, str, need, hi=hi)
-        if v is not None:
-            req[k] = v
-    for k in ("retries", "retryInterval"):
-        v = rpc.get(p, k, int, False, lo=0)
-        if v is not None:
-            req[k] = v
-    if lk.agent.updater is None:
-        raise rpc.CallError(rpc.NOT_SUPPORTED, "no update job in this build")
-    import sys
-    import gc
-    from firmware.ocpp import certstore
-    from firmware.ocpp.link import _drop
-    roots = certstore.load(lk._dir, "ManufacturerRootCertificate")
-    loaded = [m for m in _SIG_MODS if "firmware.ota." + m in sys.modules]
-    gc.collect()
-    try:
-        from firmware.ota import fwsig
-        try:
-            key = fwsig.check_request(req.pop("signingCertificate"), req["signature"], roots,
-                                      lk._now_s())
-        except fwsig.SigError as e:
-            if e.kind == "mem":
-                # out of heap is no verdict on the certificate: the CSMS may retry
-                return {"status": "Rejected"}
-            if e.kind == "sig":
-                lk.security_event("InvalidFirmwareSignature", e.msg)
-                return {"status": "Rejected"}
-            lk.security_event("InvalidFirmwareSigningCertificate", e.msg)
-            return {"status": "InvalidCertificate"}
-    finally:
-        roots = fwsig = None
-        for m in _SIG_MODS:
-            if m not in loaded:
-                _drop("firmware.ota." + m)
-        gc.collect()
-    req["signingKey"] = key
-    r = lk.start_update(req, True)
-    return {"status": "AcceptedCanceled" if r == "AcceptedCanceled" else "Accepted"}
-
-
 TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
              "Heartbeat", "MeterValues", "StatusNotification")
 EXT_TRIGGERS = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",

@@ -726,12 +726,18 @@ class Link:
         try:
             # handlers.py only while a CSMS call is answered (they are rare):
             # its bytecode is not kept in the heap between calls
-            from firmware.ocpp import handlers
+            # (SignedUpdateFirmware: signedfw.py instead, for its heap peak)
+            if action == "SignedUpdateFirmware":
+                from firmware.ocpp import signedfw as handlers
+                mod = "firmware.ocpp.signedfw"
+            else:
+                from firmware.ocpp import handlers
+                mod = "firmware.ocpp.handlers"
             try:
                 r = getattr(handlers, action)(self, p)
             finally:
                 handlers = None
-                _drop("firmware.ocpp.handlers")
+                _drop(mod)
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)
