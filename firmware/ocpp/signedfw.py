@@ -66,5 +66,12 @@ def SignedUpdateFirmware(lk, p):
                 _drop("firmware.ota." + m)
         gc.collect()
     req["signingKey"] = key
-    r = lk.start_update(req, True)
+    try:
+        r = lk.start_update(req, True)
+    except rpc.CallError as e:
+        if e.code == rpc.GENERIC:
+            # busy: an installed update awaits its reboot or trial verdict
+            # (EVerest libocpp answers Rejected while another update runs too)
+            return {"status": "Rejected"}
+        raise
     return {"status": "AcceptedCanceled" if r == "AcceptedCanceled" else "Accepted"}
