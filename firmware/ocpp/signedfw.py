@@ -39,32 +39,47 @@ def SignedUpdateFirmware(lk, p):
     from firmware.ocpp.link import _drop
     loaded = [m for m in _SIG_MODS if "firmware.ota." + m in sys.modules]
     had_store = "firmware.ocpp.certstore" in sys.modules
-    from firmware.ocpp import certstore
-    roots = certstore.load(lk._dir, "ManufacturerRootCertificate")
-    certstore = None
-    if not had_store:
-        _drop("firmware.ocpp.certstore")
-    gc.collect()
+    pem = req.pop("signingCertificate")
+    key = err = None
     try:
-        from firmware.ota import fwsig
-        try:
-            key = fwsig.check_request(req.pop("signingCertificate"), req["signature"], roots,
-                                      lk._now_s())
-        except fwsig.SigError as e:
-            if e.kind == "mem":
-                # out of heap is no verdict on the certificate: the CSMS may retry
-                return {"status": "Rejected"}
-            if e.kind == "sig":
-                lk.security_event("InvalidFirmwareSignature", e.msg)
-                return {"status": "Rejected"}
-            lk.security_event("InvalidFirmwareSigningCertificate", e.msg)
-            return {"status": "InvalidCertificate"}
+        from firmware.ocpp import certstore
+        roots = certstore.load(lk._dir, "ManufacturerRootCertificate")
+        certstore = None
+        if not had_store:
+            _drop("firmware.ocpp.certstore")
+        for attempt in (0, 1):
+            gc.collect()
+            from firmware.ota import fwsig
+            try:
+                key = fwsig.check_request(pem, req["signature"], roots, lk._now_s())
+                break
+            except fwsig.SigError as e:
+                err = (e.kind, e.msg)
+            fwsig = None
+            if err[0] != "mem":
+                break
+            # out of heap: collect and try once more (as the image check does)
+    except MemoryError:
+        err = ("mem", "out of memory")
     finally:
         roots = fwsig = None
+        if not had_store:
+            _drop("firmware.ocpp.certstore")
         for m in _SIG_MODS:
             if m not in loaded:
                 _drop("firmware.ota." + m)
         gc.collect()
+    if key is None:
+        kind, msg = err
+        if kind == "mem":
+            # out of heap is no verdict on the certificate: the CSMS may retry
+            print("ocpp: SignedUpdateFirmware: %s" % msg)
+            return {"status": "Rejected"}
+        if kind == "sig":
+            lk.security_event("InvalidFirmwareSignature", msg)
+            return {"status": "Rejected"}
+        lk.security_event("InvalidFirmwareSigningCertificate", msg)
+        return {"status": "InvalidCertificate"}
     req["signingKey"] = key
     try:
         r = lk.start_update(req, True)
