@@ -10,6 +10,7 @@ from firmware.ocpp import rpc
 from firmware.ocpp.link import KEYS, MEASURANDS, write_json, join
 
 _LATCHED = ("relay_welded", "rcd_latched")   # cleared on site only, never remotely
+_VENDOR_SIGNED = "SignedUpdatesOnly"          # GetConfiguration only (not in link.KEYS: heap)
 
 
 def _latched(lk):
@@ -82,11 +83,15 @@ def GetConfiguration(lk, p):
     keys = rpc.get(p, "key", list, False)
     known = []
     unknown = []
-    for k in (keys if keys else KEYS):
+    for k in (keys if keys else tuple(KEYS) + (_VENDOR_SIGNED,)):
         if type(k) is not str:
             raise rpc.CallError(rpc.TYPE, "key must be a list of strings")
-        if k in KEYS:
-            v = lk.conf[k] if k != "SignedUpdatesOnly" else bool(lk.cfg.get("signed_updates_only"))
+        if k == _VENDOR_SIGNED:
+            # vendor key, read-only: the installer setting ocpp.signed_updates_only
+            known.append({"key": k, "readonly": True,
+                          "value": "true" if lk.cfg.get("signed_updates_only") else "false"})
+        elif k in KEYS:
+            v = lk.conf[k]
             known.append({"key": k, "readonly": KEYS[k][1],
                           "value": ("true" if v else "false") if type(v) is bool else str(v)})
         else:
@@ -102,7 +107,7 @@ def ChangeConfiguration(lk, p):
     v = rpc.get(p, "value", str, hi=500)
     d = KEYS.get(k)
     if d is None:
-        return {"status": "NotSupported"}
+        return {"status": "Rejected" if k == _VENDOR_SIGNED else "NotSupported"}
     kind, ro = d[0], d[1]
     if ro:
         return {"status": "Rejected"}

@@ -74,7 +74,6 @@ KEYS = {
     "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
     "ChargingScheduleMaxPeriods": ("i", True, 24),
     "MaxChargingProfilesInstalled": ("i", True, 8),
-    "SignedUpdatesOnly": ("b", True, False),     # vendor key: ocpp.signed_updates_only (installer)
 }
 
 

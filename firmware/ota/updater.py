@@ -682,14 +682,25 @@ class UpdateJob:
     def _file_sig(self, key):
         digest = self._fh.digest()
         self._fh = None
+        import sys
+        mods = [m for m in ("fwsig", "ecdsa_p256") if "firmware.ota." + m not in sys.modules]
         from firmware.ota import fwsig
         try:
-            return fwsig.verify(key, digest, self.job.get("fsig"))
-        except MemoryError:
-            # out of heap is not a bad signature: collect and try once more; a
-            # second MemoryError reaches poll() (DownloadFailed, "internal")
-            gc.collect()
-            return fwsig.verify(key, digest, self.job.get("fsig"))
+            try:
+                return fwsig.verify(key, digest, self.job.get("fsig"))
+            except MemoryError:
+                # out of heap is not a bad signature: collect and try once more; a
+                # second MemoryError reaches poll() (DownloadFailed, "internal")
+                gc.collect()
+                return fwsig.verify(key, digest, self.job.get("fsig"))
+        finally:
+            # loaded for this check only (ed25519 and wnaf: ondemand.release)
+            fwsig = None
+            pkg = sys.modules.get("firmware.ota")
+            for m in mods:
+                sys.modules.pop("firmware.ota." + m, None)
+                if pkg is not None and m in pkg.__dict__:
+                    delattr(pkg, m)
 
     def _check(self, info):
         if self.board is not None and info.board != self.board:
