@@ -44,6 +44,21 @@ def test_valid_ocpp_settings_are_stored_by_the_installer():
     mptest.eq(c["ocpp"]["auth_key"], "0123456789abcdef")
 
 
+def test_signed_updates_only_is_an_installer_setting():
+    _install()
+    mptest.eq(config.update(_dir, {"ocpp": {"signed_updates_only": True}}, installer=True), None)
+    mptest.eq(config.load(_dir)["ocpp"]["signed_updates_only"], True)
+    before = config.load(_dir)
+    # a remote command may not switch it off (an unsigned UpdateFirmware would pass)
+    err = config.update(_dir, {"ocpp": {"signed_updates_only": False}})
+    mptest.true(err is not None and err.startswith("installer setting: ocpp"), err)
+    for bad in ("true", 1, None):
+        err = config.update(_dir, {"ocpp": {"signed_updates_only": bad}}, installer=True)
+        mptest.true(err is not None and err.startswith("ocpp.signed_updates_only must be true or false"),
+                    bad, err)
+    mptest.eq(config.load(_dir), before)
+
+
 def test_a_remote_change_of_the_ocpp_endpoint_is_refused():
     _install()
     before = config.load(_dir)
