@@ -631,6 +631,20 @@ def test_signed_job_with_a_bad_file_signature_installs_nothing():
     _untouched()
 
 
+def test_signed_job_with_a_tampered_file_is_an_invalid_signature():
+    # v2_tampered.img: one payload bit of v2.img flipped, with v2.img's file
+    # signature: the image's own hash check already stops it while it is
+    # downloaded (before the file signature is checked); InvalidSignature either way
+    s = _fwsig()
+    log = Log()
+    job = _job(log)
+    job.start(_req("v2_tampered.img", rid=34, signingKey=s["key"], signature=s["sig"]))
+    mptest.eq(drive(job, VClock()), False)
+    mptest.eq(log.statuses()[-1], "InvalidSignature")
+    mptest.true("SignatureVerified" not in log.statuses(), log.statuses())
+    _untouched()
+
+
 def test_signed_job_resumed_after_a_reboot_still_checks_the_file():
     # the job file carries key and signature; the staged bytes are hashed
     # again on resume, so a bad signature is still caught
