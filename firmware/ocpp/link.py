@@ -74,6 +74,10 @@ KEYS = {
     "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
     "ChargingScheduleMaxPeriods": ("i", True, 24),
     "MaxChargingProfilesInstalled": ("i", True, 8),
+    # security whitepaper ed. 3 (sec.py): profile from ocpp.url/auth_key, 4 roots of each kind
+    "SecurityProfile": ("i", True, 0),
+    "CertificateStoreMaxLength": ("i", True, 8),
+    "AdditionalRootCertificateCheck": ("b", True, False),
 }
 
 
@@ -82,6 +86,11 @@ ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAv
            "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
            "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
            "UpdateFirmware", "SignedUpdateFirmware", "ExtendedTriggerMessage")
+# the certificate management CALLs (firmware/ocpp/sec.py, loaded the same way)
+SEC_ACTIONS = ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate")
+_SEC_MAX = const(8)              # security events waiting (flash, secq.json)
+_SEC_EVENT = {"cert": "InvalidCentralSystemCertificate", "auth": "FailedToAuthenticateAtCentralSystem",
+              "memory": "MemoryExhaustion"}
 
 
 def _drop(name):
@@ -128,6 +137,15 @@ def _read_json(path):
         return d if type(d) is dict else None
     except (OSError, ValueError):
         return None
+
+
+def _sec_ok(e):
+    if type(e) is not dict or type(e.get("type")) is not str or type(e.get("timestamp")) is not str:
+        return False
+    for k in e:
+        if k not in ("type", "timestamp", "techInfo") or type(e[k]) is not str:
+            return False
+    return True
 
 
 def _rand():
@@ -205,6 +223,13 @@ class Link:
         self.fw_status = "Idle"
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
+        # security events (whitepaper A04.FR.02: queued with guaranteed delivery):
+        # a small queue on flash of its own, read back checked (a bad entry is dropped)
+        self._sec = [e for e in (_read_json(join(d, "secq.json")) or {}).get("q") or ()
+                     if _sec_ok(e)][-_SEC_MAX:]
+        self._boot_ev = ["ResetOrReboot", st["why"]] if st.get("why") else ["StartupOfTheDevice", None]
+        self._fail_kind = None        # the failure kind last reported (once per streak)
+        self.conf["SecurityProfile"] = (2 if self.url.startswith("wss://") else 1) if self._auth else 0
         try:
             os.stat(join(d, "profiles.json"))
             self.smart_on()
@@ -254,9 +279,11 @@ class Link:
             self._observe(now_ms)
             self._link(now_ms)
         except WSError as e:
-            self._drop(now_ms, str(e))
+            k = self._ws.fail
+            self._ws.fail = None
+            self._drop(now_ms, str(e), k)
         except MemoryError:
-            self._drop(now_ms, "out of memory")
+            self._drop(now_ms, "out of memory", "memory")
         except OSError as e:
             self._drop(now_ms, "OSError %s" % (e.args[0] if e.args else ""))
 
@@ -437,10 +464,22 @@ class Link:
         self._enqueue("FirmwareStatusNotification", {"status": st}, "q", None)
 
     def security_event(self, kind, info=None):
+        """SecurityEventNotification: queued on flash (secq.json, the newest
+        _SEC_MAX kept) until the CSMS answered it, across link drops and reboots."""
         p = {"type": kind, "timestamp": self._ts()}
         if info:
             p["techInfo"] = info[:255]
-        self._enqueue("SecurityEventNotification", p, "q", None)
+        q = self._sec
+        q.append(p)
+        if len(q) > _SEC_MAX:
+            q.pop(0)
+        self._save_sec()
+
+    def _save_sec(self):
+        try:
+            write_json(join(self._dir, "secq.json"), {"q": self._sec})
+        except OSError as e:
+            print("ocpp: security events not saved: %r" % (e,))
 
     def _save_state(self):
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
@@ -475,18 +514,26 @@ class Link:
     def _open(self, now):
         self.attempts += 1
         url = self.url
-        if self._ca is None and url.startswith("wss://"):
-            ca = self.cfg.get("ca")
+        ca = None
+        if url.startswith("wss://"):
+            # trust anchors: the installer's ocpp.ca and the CentralSystemRootCertificates
+            # installed over OCPP (read at every connection: a new one counts from the next)
+            from firmware.ocpp import certstore
+            ca = certstore.load(self._dir, "CentralSystemRootCertificate")
+            if self._ca is None and self.cfg.get("ca"):
+                from firmware.mqtt import pem_to_der
+                with open(self.cfg["ca"], "rb") as f:
+                    self._ca = pem_to_der(f.read())
+            if self._ca is not None:
+                ca.insert(0, self._ca)
             if not ca:
-                raise WSError("wss:// needs a CA certificate (ocpp.ca)")
-            from firmware.mqtt import pem_to_der
-            with open(ca, "rb") as f:
-                self._ca = pem_to_der(f.read())
-        self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, self._ca)
+                raise WSError("wss:// needs a CA certificate (ocpp.ca or a CentralSystemRootCertificate)")
+        self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, ca)
 
     def _connected(self, now):
         self.connected = True
         self.failures = 0
+        self._fail_kind = None
         self.last_error = None
         self._pinged = None
         self._st_sent = [None, None]   # the current status goes out again
@@ -494,8 +541,14 @@ class Link:
             self._boot_at = now
         print("ocpp: connected to %s as %s" % (self.url, self.cbid))
 
-    def _drop(self, now, why):
+    def _drop(self, now, why, kind=None):
         self.last_error = why
+        if kind in _SEC_EVENT and kind != self._fail_kind:
+            self._fail_kind = kind      # once per failure streak (or connection)
+            try:
+                self.security_event(_SEC_EVENT[kind], why)
+            except MemoryError:
+                pass
         if self.connected or self.failures < 3:
             print("ocpp: link down: %s" % why)
         self._ws.close()
@@ -559,6 +612,9 @@ class Link:
                     p["vendorErrorCode"] = s[2]
                 self._call(now, "StatusNotification", p, "st", None)
                 return
+        if self._sec:
+            self._call(now, "SecurityEventNotification", self._sec[0], "sec", self._sec[0])
+            return
         if self._q:
             it = self._q.pop(0)
             self._call(now, it[0], it[1], it[2], it[3])
@@ -643,7 +699,9 @@ class Link:
 
     def _failed(self, now, w, why):
         kind = w[2]
-        if kind == "boot":
+        if kind == "sec" and why != "timeout":
+            self._sec_done(w)       # a CALLERROR: the CSMS had it and will not take it
+        elif kind == "boot":
             self._boot_at = time.ticks_add(now, 10000)
         elif kind == "tx":
             self._tx_attempts += 1
@@ -674,8 +732,13 @@ class Link:
                 print("ocpp: boot accepted, heartbeat %d s" % self.conf["HeartbeatInterval"])
             else:
                 self._boot_at = time.ticks_add(now, (iv if iv > 0 else _BOOT_RETRY_S) * 1000)
+            if st == "Accepted" and self._boot_ev is not None:
+                self.security_event(self._boot_ev[0], self._boot_ev[1])   # once per boot
+                self._boot_ev = None
         elif action == "Heartbeat":
             self._set_clock(p.get("currentTime"))
+        elif w[2] == "sec":
+            self._sec_done(w)
         elif action == "Authorize":
             if p["idTagInfo"]["status"] == "Accepted":
                 self.evse.authorize(w[3])
@@ -700,6 +763,12 @@ class Link:
             else:
                 self.txq.ack(seq)
 
+    def _sec_done(self, w):
+        q = self._sec
+        if q and q[0] is w[3]:
+            q.pop(0)
+            self._save_sec()
+
     def _set_clock(self, s):
         if type(s) is not str or time.gmtime(0)[0] == 1970:
             return    # the port's own clock is UNIX time: keep it
@@ -713,19 +782,23 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        if action not in ACTIONS:
+        sec = action in SEC_ACTIONS
+        if action not in ACTIONS and not sec:
             ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
             return
         after = None
         try:
-            # handlers.py only while a CSMS call is answered (they are rare):
-            # its bytecode is not kept in the heap between calls
-            from firmware.ocpp import handlers
+            # handlers.py (sec.py) only while a CSMS call is answered (they are
+            # rare): its bytecode is not kept in the heap between calls
+            if sec:
+                from firmware.ocpp import sec as handlers
+            else:
+                from firmware.ocpp import handlers
             try:
                 r = getattr(handlers, action)(self, p)
             finally:
                 handlers = None
-                _drop("firmware.ocpp.handlers")
+                _drop("firmware.ocpp.sec" if sec else "firmware.ocpp.handlers")
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)
