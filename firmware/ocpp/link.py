@@ -545,6 +545,7 @@ class Link:
         self.last_error = why
         if kind in _SEC_EVENT and kind != self._fail_kind:
             self._fail_kind = kind      # once per failure streak (or connection)
+            print("ocpp: security event %s: %s" % (_SEC_EVENT[kind], why))
             try:
                 self.security_event(_SEC_EVENT[kind], why)
             except MemoryError:

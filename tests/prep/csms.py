@@ -100,12 +100,13 @@ class _Station(_CP):
 
 
 class CSMS:
-    def __init__(self, boot="Accepted", interval=300, port=None):
+    def __init__(self, boot="Accepted", interval=300, port=None, ssl=None):
         self.boot = boot
+        self.ssl = ssl              # an ssl.SSLContext: wss:// (may be replaced between stop and start)
         self.interval = interval
         self.auth = {}              # idTag -> status (Authorize; StartTransaction default Accepted)
         self.port = port or free_port()
-        self.url = "ws://127.0.0.1:%d/ocpp" % self.port
+        self.url = "%s://127.0.0.1:%d/ocpp" % ("wss" if ssl else "ws", self.port)
         self.log = []               # (t, charge box id, action, payload) of every CALL received
         self.errors = []            # schema violations and protocol problems
         self.stations = {}
@@ -137,7 +138,7 @@ class CSMS:
         def sel(conn, offered):
             return "ocpp1.6" if "ocpp1.6" in offered else None
         async with serve(self._on_connect, "127.0.0.1", self.port, select_subprotocol=sel,
-                         ping_interval=None):
+                         ping_interval=None, ssl=self.ssl):
             ready.set()
             await self._stop.wait()
 
