@@ -88,9 +88,6 @@ ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAv
            "UpdateFirmware", "SignedUpdateFirmware", "ExtendedTriggerMessage")
 # the certificate management CALLs (firmware/ocpp/sec.py, loaded the same way)
 SEC_ACTIONS = ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate")
-_SEC_MAX = const(8)              # security events waiting (flash, secq.json)
-_SEC_EVENT = {"cert": "InvalidCentralSystemCertificate", "auth": "FailedToAuthenticateAtCentralSystem",
-              "memory": "MemoryExhaustion"}
 
 
 def _drop(name):
@@ -137,15 +134,6 @@ def _read_json(path):
         return d if type(d) is dict else None
     except (OSError, ValueError):
         return None
-
-
-def _sec_ok(e):
-    if type(e) is not dict or type(e.get("type")) is not str or type(e.get("timestamp")) is not str:
-        return False
-    for k in e:
-        if k not in ("type", "timestamp", "techInfo") or type(e[k]) is not str:
-            return False
-    return True
 
 
 def _rand():
@@ -223,11 +211,14 @@ class Link:
         self.fw_status = "Idle"
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
-        # security events (whitepaper A04.FR.02: queued with guaranteed delivery):
-        # a small queue on flash of its own, read back checked (a bad entry is dropped)
-        self._sec = [e for e in (_read_json(join(d, "secq.json")) or {}).get("q") or ()
-                     if _sec_ok(e)][-_SEC_MAX:]
-        self._boot_ev = ["ResetOrReboot", st["why"]] if st.get("why") else ["StartupOfTheDevice", None]
+        # security events: a queue on flash of its own (events.py, loaded per use)
+        self._sec = []
+        try:
+            os.stat(join(d, "secq.json"))
+            self._ev("load")
+        except OSError:
+            pass
+        self._boot_ev = st.get("why") or ""   # after this boot: "" StartupOfTheDevice, else ResetOrReboot
         self._fail_kind = None        # the failure kind last reported (once per streak)
         self.conf["SecurityProfile"] = (2 if self.url.startswith("wss://") else 1) if self._auth else 0
         try:
@@ -464,22 +455,19 @@ class Link:
         self._enqueue("FirmwareStatusNotification", {"status": st}, "q", None)
 
     def security_event(self, kind, info=None):
-        """SecurityEventNotification: queued on flash (secq.json, the newest
-        _SEC_MAX kept) until the CSMS answered it, across link drops and reboots."""
-        p = {"type": kind, "timestamp": self._ts()}
-        if info:
-            p["techInfo"] = info[:255]
-        q = self._sec
-        q.append(p)
-        if len(q) > _SEC_MAX:
-            q.pop(0)
-        self._save_sec()
+        """SecurityEventNotification, queued on flash until the CSMS answered it
+        (firmware/ocpp/events.py)."""
+        self._ev("add", kind, info)
 
-    def _save_sec(self):
+    def _ev(self, fn, *a):
         try:
-            write_json(join(self._dir, "secq.json"), {"q": self._sec})
-        except OSError as e:
-            print("ocpp: security events not saved: %r" % (e,))
+            from firmware.ocpp import events
+            getattr(events, fn)(self, *a)
+        except MemoryError:
+            print("ocpp: security event lost (out of memory)")
+        finally:
+            events = None
+            _drop("firmware.ocpp.events")
 
     def _save_state(self):
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
@@ -518,16 +506,14 @@ class Link:
         if url.startswith("wss://"):
             # trust anchors: the installer's ocpp.ca and the CentralSystemRootCertificates
             # installed over OCPP (read at every connection: a new one counts from the next)
-            from firmware.ocpp import certstore
-            ca = certstore.load(self._dir, "CentralSystemRootCertificate")
             if self._ca is None and self.cfg.get("ca"):
                 from firmware.mqtt import pem_to_der
                 with open(self.cfg["ca"], "rb") as f:
                     self._ca = pem_to_der(f.read())
-            if self._ca is not None:
-                ca.insert(0, self._ca)
-            if not ca:
-                raise WSError("wss:// needs a CA certificate (ocpp.ca or a CentralSystemRootCertificate)")
+            from firmware.ocpp import certstore
+            ca = certstore.load(self._dir, "CentralSystemRootCertificate")
+            if self._ca:
+                ca.append(self._ca)
         self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, ca)
 
     def _connected(self, now):
@@ -543,13 +529,9 @@ class Link:
 
     def _drop(self, now, why, kind=None):
         self.last_error = why
-        if kind in _SEC_EVENT and kind != self._fail_kind:
+        if kind and kind != self._fail_kind:
             self._fail_kind = kind      # once per failure streak (or connection)
-            print("ocpp: security event %s: %s" % (_SEC_EVENT[kind], why))
-            try:
-                self.security_event(_SEC_EVENT[kind], why)
-            except MemoryError:
-                pass
+            self._ev("add", kind, why)
         if self.connected or self.failures < 3:
             print("ocpp: link down: %s" % why)
         self._ws.close()
@@ -701,7 +683,7 @@ class Link:
     def _failed(self, now, w, why):
         kind = w[2]
         if kind == "sec" and why != "timeout":
-            self._sec_done(w)       # a CALLERROR: the CSMS had it and will not take it
+            self._ev("done", w[3])  # a CALLERROR: the CSMS had it and will not take it
         elif kind == "boot":
             self._boot_at = time.ticks_add(now, 10000)
         elif kind == "tx":
@@ -734,12 +716,11 @@ class Link:
             else:
                 self._boot_at = time.ticks_add(now, (iv if iv > 0 else _BOOT_RETRY_S) * 1000)
             if st == "Accepted" and self._boot_ev is not None:
-                self.security_event(self._boot_ev[0], self._boot_ev[1])   # once per boot
-                self._boot_ev = None
+                self._ev("boot")        # once per boot
         elif action == "Heartbeat":
             self._set_clock(p.get("currentTime"))
         elif w[2] == "sec":
-            self._sec_done(w)
+            self._ev("done", w[3])
         elif action == "Authorize":
             if p["idTagInfo"]["status"] == "Accepted":
                 self.evse.authorize(w[3])
@@ -764,12 +745,6 @@ class Link:
             else:
                 self.txq.ack(seq)
 
-    def _sec_done(self, w):
-        q = self._sec
-        if q and q[0] is w[3]:
-            q.pop(0)
-            self._save_sec()
-
     def _set_clock(self, s):
         if type(s) is not str or time.gmtime(0)[0] == 1970:
             return    # the port's own clock is UNIX time: keep it
@@ -783,23 +758,20 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        sec = action in SEC_ACTIONS
-        if action not in ACTIONS and not sec:
+        name = "firmware.ocpp." + ("sec" if action in SEC_ACTIONS else "handlers")
+        if action not in ACTIONS and name[-1] != "c":
             ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
             return
         after = None
         try:
             # handlers.py (sec.py) only while a CSMS call is answered (they are
             # rare): its bytecode is not kept in the heap between calls
-            if sec:
-                from firmware.ocpp import sec as handlers
-            else:
-                from firmware.ocpp import handlers
+            m = __import__(name, None, None, ("x",))
             try:
-                r = getattr(handlers, action)(self, p)
+                r = getattr(m, action)(self, p)
             finally:
-                handlers = None
-                _drop("firmware.ocpp.sec" if sec else "firmware.ocpp.handlers")
+                m = None
+                _drop(name)
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)
