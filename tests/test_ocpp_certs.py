@@ -115,6 +115,8 @@ def test_TC_073_074_076_certificates_trust_anchors_and_security_events(tmp_path)
         r = cs.raw("cpc", [2, "bad-2", "DeleteCertificate", {"certificateHashData": {"hashAlgorithm": "SHA256"},
                                                              "x": 1}])
         assert r[0] == 4 and r[2] == "FormatViolation", r
+        r = cs.raw("cpc", [2, "bad-3", "hash_data", {}])      # a helper of sec.py is no action
+        assert r[:3] == [4, "bad-3", "NotImplemented"], r
         assert ids(MF) == ("Accepted", [want["mf"]]) and ids(CS) == ("Accepted", [want["ca1"]])
 
         # the last Central System root of a wss:// link is not deleted (M04.FR.06)

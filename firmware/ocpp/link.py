@@ -86,8 +86,6 @@ ACTIONS = ("RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAv
            "UnlockConnector", "GetConfiguration", "ChangeConfiguration", "TriggerMessage",
            "DataTransfer", "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule",
            "UpdateFirmware", "SignedUpdateFirmware", "ExtendedTriggerMessage")
-# the certificate management CALLs (firmware/ocpp/sec.py, loaded the same way)
-SEC_ACTIONS = ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate")
 
 
 def _drop(name):
@@ -758,16 +756,17 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        name = "firmware.ocpp." + ("sec" if action in SEC_ACTIONS else "handlers")
-        if action not in ACTIONS and name[-1] != "c":
-            ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
-            return
+        # any other action: the certificate CALLs of sec.py (sec.ACTIONS), else NotImplemented
+        sec = action not in ACTIONS
+        name = "firmware.ocpp." + ("sec" if sec else "handlers")
         after = None
         try:
             # handlers.py (sec.py) only while a CSMS call is answered (they are
             # rare): its bytecode is not kept in the heap between calls
             m = __import__(name, None, None, ("x",))
             try:
+                if sec and action not in m.ACTIONS:
+                    raise rpc.CallError(rpc.NOT_IMPLEMENTED, "%s is not implemented" % action)
                 r = getattr(m, action)(self, p)
             finally:
                 m = None

@@ -4,7 +4,8 @@
 # CentralSystemRootCertificate kinds, over the CRC-checked store of
 # certstore.py (<link dir>/certs). One function per action, f(link, payload)
 # -> answer payload, as in handlers.py; link.py imports this module only while
-# it answers one of these CALLs and drops it after (link.SEC_ACTIONS), and the
+# it answers one of these CALLs (ACTIONS; any action not in link.ACTIONS comes
+# here) and drops it after, and the
 # X.509 modules loaded for a call are dropped again when it is answered.
 #
 # Rules (docs/ocpp.md "Certificates"):
@@ -32,6 +33,7 @@ from firmware.ocpp import rpc, certstore
 CS = "CentralSystemRootCertificate"
 MF = "ManufacturerRootCertificate"
 KINDS = (CS, MF)
+ACTIONS = ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate")
 _CLOCK_MIN = 1577836800      # 2020-01-01: a wall clock before this is not set
 
 
