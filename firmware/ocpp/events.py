@@ -9,7 +9,6 @@
 import os
 import json
 from micropython import const
-from firmware.ocpp.link import join, write_json
 
 MAX = const(8)
 # ws.py failure kinds (ws.fail) and the link's MemoryError -> event type
@@ -18,7 +17,7 @@ NAMES = {"cert": "InvalidCentralSystemCertificate", "auth": "FailedToAuthenticat
 
 
 def _path(lk):
-    return join(lk._dir, "secq.json")
+    return lk._dir.rstrip("/") + "/secq.json"
 
 
 def _ok(e):
@@ -73,7 +72,13 @@ def save(lk):
     p = _path(lk)
     try:
         if lk._sec:
-            write_json(p, {"q": lk._sec})
+            with open(p + ".tmp", "w") as f:
+                json.dump({"q": lk._sec}, f)
+            try:
+                os.rename(p + ".tmp", p)
+            except OSError:
+                os.remove(p)
+                os.rename(p + ".tmp", p)
         else:
             os.remove(p)
     except OSError as e:

@@ -1,4 +1,4 @@
-# mptest: prep=tests.prep.ocpp_sec_certs:make
+# mptest: heapsize=128K prep=tests.prep.ocpp_sec_certs:make
 # Certificate management of the security whitepaper (firmware/ocpp/sec.py) on
 # a scratch directory, with a stand-in for the link (only what sec.py reads:
 # the store directory, the url, the wall clock, security_event): the
@@ -173,3 +173,58 @@ def test_bad_payloads_are_call_errors_and_change_nothing():
     h = dict(_exp["hash"]["mf"], serialNumber="1" * 41)
     mptest.eq(_code(sec.DeleteCertificate, {"certificateHashData": h}), rpc.PROPERTY)
     mptest.eq(_stored(), 0)
+
+
+class Q:
+    # what events.py reads of the link: the directory, the queue, the clock
+    def __init__(self):
+        self._dir = _dir
+        self._sec = []
+        self._boot_ev = "SoftReset"
+
+    def _ts(self):
+        return "2026-06-01T00:00:00Z"
+
+
+def test_security_event_queue_on_flash():
+    _fresh()
+    from firmware.ocpp import events
+    import os
+    q = Q()
+    events.add(q, "auth", "upgrade refused: HTTP/1.1 401 Unauthorized")
+    events.add(q, "StartupOfTheDevice")
+    mptest.eq(q._sec[0], {"type": "FailedToAuthenticateAtCentralSystem", "timestamp": "2026-06-01T00:00:00Z",
+                          "techInfo": "upgrade refused: HTTP/1.1 401 Unauthorized"})
+    mptest.eq(q._sec[1], {"type": "StartupOfTheDevice", "timestamp": "2026-06-01T00:00:00Z"})
+    events.boot(q)
+    mptest.eq((q._boot_ev, q._sec[2]["type"], q._sec[2]["techInfo"]), (None, "ResetOrReboot", "SoftReset"))
+    for i in range(10):
+        events.add(q, "memory", "x" * 300)
+    mptest.eq(len(q._sec), events.MAX)                        # the newest kept
+    mptest.eq(q._sec[-1]["type"], "MemoryExhaustion")
+    mptest.eq(len(q._sec[-1]["techInfo"]), 255)
+    # read back after a reboot: the same queue
+    r = Q()
+    events.load(r)
+    mptest.eq(r._sec, q._sec)
+    # answered one by one: the file goes when the queue is empty
+    head = r._sec[0]
+    events.done(r, {"type": "not the head"})
+    mptest.eq(r._sec[0], head)
+    while r._sec:
+        events.done(r, r._sec[0])
+    mptest.raises(OSError, os.stat, _dir + "/secq.json")
+    events.load(r)
+    mptest.eq(r._sec, [])
+    # flash can lie: entries that are not what add() wrote are dropped, garbage is an empty queue
+    with open(_dir + "/secq.json", "w") as f:
+        json.dump({"q": [{"type": "A", "timestamp": "t"}, {"type": 1, "timestamp": "t"}, "x",
+                         {"type": "B", "timestamp": "t", "evil": "1"}, {"type": "C", "timestamp": "t",
+                                                                        "techInfo": 5}]}, f)
+    events.load(r)
+    mptest.eq(r._sec, [{"type": "A", "timestamp": "t"}])
+    for text in ("[1, 2]", "{not json", ""):
+        with open(_dir + "/secq.json", "w") as f:
+            f.write(text)
+        events.load(r)
+        mptest.eq(r._sec, [], text)
