@@ -461,8 +461,9 @@ class Link:
         try:
             from firmware.ocpp import events
             getattr(events, fn)(self, *a)
+            return True
         except MemoryError:
-            print("ocpp: security event lost (out of memory)")
+            print("ocpp: security event %s not recorded (out of memory)" % fn)
         finally:
             events = None
             _drop("firmware.ocpp.events")
@@ -527,9 +528,8 @@ class Link:
 
     def _drop(self, now, why, kind=None):
         self.last_error = why
-        if kind and kind != self._fail_kind:
+        if kind and kind != self._fail_kind and self._ev("add", kind, why):
             self._fail_kind = kind      # once per failure streak (or connection)
-            self._ev("add", kind, why)
         if self.connected or self.failures < 3:
             print("ocpp: link down: %s" % why)
         self._ws.close()
