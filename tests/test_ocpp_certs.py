@@ -3,7 +3,9 @@ whitepaper (edition 3) on a virtual board against the `ocpp` CSMS over
 wss:// (tests/prep/csms.py with TLS; every payload schema-checked): one
 board for the whole flow. The certificateHashData the board reports is
 compared with cryptography's OCSP CertID computed here from the same PEM
-(tests/prep/ocpp_sec_certs.py). Test names follow the OCPP 1.6 security
+(tests/prep/ocpp_sec_certs.py). The CSMS then moves to other TLS
+certificates and refuses the credentials once, for the security events of
+the link. Test names follow the OCPP 1.6 security
 conformance cases (TC_073_CS install, TC_074_CS list, TC_076_CS delete)."""
 import datetime
 import ipaddress
@@ -152,6 +154,15 @@ def test_TC_073_074_076_certificates_trust_anchors_and_security_events(tmp_path)
         ev = cs.wait(lambda: events("InvalidCentralSystemCertificate"), 40, "the queued TLS event")
         assert len(ev) == 1 and "TLS" in ev[0]["techInfo"], ev
         assert len(cs.connects) > n_conn
+        # the CSMS refuses the board's credentials (401): FailedToAuthenticateAtCentralSystem,
+        # delivered once the CSMS lets it in again
+        cs.refuse = 401
+        cs.stop()
+        cs.start()
+        cs.wait(lambda: cs.refused, 30, "a refused upgrade")
+        cs.refuse = None
+        ev = cs.wait(lambda: events("FailedToAuthenticateAtCentralSystem"), 40, "the 401 event")
+        assert len(ev) == 1 and "401" in ev[0]["techInfo"], ev
 
         # an OCPP Reset: ResetOrReboot after the reboot; the store survives it
         n_rr = len(events("ResetOrReboot"))
