@@ -4,11 +4,11 @@
 # CentralSystemRootCertificate kinds, over the CRC-checked store of
 # certstore.py (<link dir>/certs). One function per action, f(link, payload)
 # -> answer payload, as in handlers.py; link.py imports this module only while
-# it answers one of these CALLs (ACTIONS; any action not in link.ACTIONS comes
-# here) and drops it after, and the
-# X.509 modules loaded for a call are dropped again when it is answered.
+# it answers one of these CALLs (ACTIONS: any action not in link.ACTIONS comes
+# here) and drops it after; the X.509 modules loaded for a call are dropped
+# again when it is answered.
 #
-# Rules (docs/ocpp.md "Certificates"):
+# Rules (docs/ocpp.md "Certificates and security events"):
 # - a root is installed only when it is a CA (basicConstraints cA and keyUsage
 #   with keyCertSign), self-signed with a signature that verifies, inside its
 #   validity period at the link's wall clock (an unset clock: refused, fail
