@@ -101,8 +101,9 @@ def read_keys(paths):
 
 
 def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mpy=True,
-          src=None, lib=None):
-    """Write the tree that goes onto the flash into dirpath."""
+          src=None, lib=None, files=None):
+    """Write the tree that goes onto the flash into dirpath. files: {path on
+    the flash: bytes} written beside it (e.g. a CA certificate for ocpp.ca)."""
     for name in ("boot.py", "bootev.py", "main.py"):
         shutil.copy2(os.path.join(ROOT, name), os.path.join(dirpath, name))
     libsrc = lib or os.path.join(ROOT, "lib")
@@ -117,19 +118,24 @@ def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mp
         f.write(keys if isinstance(keys, (bytes, bytearray)) else read_keys(keys))
     cfg = _merge(default_config(device_id, board, broker), config)
     write_config(dirpath, cfg)
+    for rel, data in (files or {}).items():
+        p = os.path.join(dirpath, rel.lstrip("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
     return cfg
 
 
 def provision(image, device_id, board="sim", broker=None, config=None, keys=(),
               version=DEFAULT_VERSION, mpy=True, block_size=BLOCK_SIZE,
-              block_count=BLOCK_COUNT, src=None, lib=None):
+              block_count=BLOCK_COUNT, src=None, lib=None, files=None):
     """Create (or overwrite) the flash image `image`. Returns the config written.
     `keys`: raw key bytes, or paths of key files. `config`: overrides merged
     into the default configuration."""
     if not device_id or not isinstance(device_id, str):
         raise ValueError("device id must be a non-empty string")
     with tempfile.TemporaryDirectory(prefix="vboard-stage-") as tmp:
-        cfg = stage(tmp, device_id, board, broker, config, keys, mpy, src, lib)
+        cfg = stage(tmp, device_id, board, broker, config, keys, mpy, src, lib, files)
         tmpimg = image + ".new"
         cmd = mpunix.argv(os.path.join(ROOT, "tools", "mp", "provision_fs.py"), tmpimg, tmp,
                           str(block_size), str(block_count), version, board, heap="2M")

@@ -98,12 +98,13 @@ class VBoard:
 
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
-                 wdt_ms=None, blank=False, ocpp=None):
+                 wdt_ms=None, blank=False, ocpp=None, files=None):
         self.dir = os.path.abspath(dir)
         self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
         self.broker = broker
         self.ocpp = ocpp                 # CSMS URL: written into ocpp.url (new and existing flash)
+        self.files = files               # {path: bytes} put on a new flash (e.g. ocpp.ca)
         self.control_port = control_port or free_port()
         self.pty_link = pty_link
         self.heap = heap
@@ -216,6 +217,8 @@ class VBoard:
                 cfg["ocpp"] = dict(cfg.get("ocpp") or {}, url=self.ocpp)
                 if not self.broker and "mqtt" not in cfg:
                     cfg["mqtt"] = {"host": ""}     # OCPP only: no MQTT link
+            if self.files:
+                kw["files"] = self.files
             provision.provision(self.flash, self.id, "sim", self.broker, cfg, self.keys,
                                 mpy=self.mpy, **kw)
         else:

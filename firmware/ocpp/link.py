@@ -74,6 +74,10 @@ KEYS = {
     "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
     "ChargingScheduleMaxPeriods": ("i", True, 24),
     "MaxChargingProfilesInstalled": ("i", True, 8),
+    # security whitepaper ed. 3 (sec.py): profile from ocpp.url/auth_key, 4 roots of each kind
+    "SecurityProfile": ("i", True, 0),
+    "CertificateStoreMaxLength": ("i", True, 8),
+    "AdditionalRootCertificateCheck": ("b", True, False),
 }
 
 
@@ -205,6 +209,16 @@ class Link:
         self.fw_status = "Idle"
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
+        # security events: a queue on flash of its own (events.py, loaded per use)
+        self._sec = []
+        try:
+            os.stat(join(d, "secq.json"))
+            self._ev("load")
+        except OSError:
+            pass
+        self._boot_ev = st.get("why") or ""   # after this boot: "" StartupOfTheDevice, else ResetOrReboot
+        self._fail_kind = None        # the failure kind last reported (once per streak)
+        self.conf["SecurityProfile"] = (2 if self.url.startswith("wss://") else 1) if self._auth else 0
         try:
             os.stat(join(d, "profiles.json"))
             self.smart_on()
@@ -254,9 +268,11 @@ class Link:
             self._observe(now_ms)
             self._link(now_ms)
         except WSError as e:
-            self._drop(now_ms, str(e))
+            k = self._ws.fail
+            self._ws.fail = None
+            self._drop(now_ms, str(e), k)
         except MemoryError:
-            self._drop(now_ms, "out of memory")
+            self._drop(now_ms, "out of memory", "memory")
         except OSError as e:
             self._drop(now_ms, "OSError %s" % (e.args[0] if e.args else ""))
 
@@ -437,10 +453,20 @@ class Link:
         self._enqueue("FirmwareStatusNotification", {"status": st}, "q", None)
 
     def security_event(self, kind, info=None):
-        p = {"type": kind, "timestamp": self._ts()}
-        if info:
-            p["techInfo"] = info[:255]
-        self._enqueue("SecurityEventNotification", p, "q", None)
+        """SecurityEventNotification, queued on flash until the CSMS answered it
+        (firmware/ocpp/events.py)."""
+        self._ev("add", kind, info)
+
+    def _ev(self, fn, *a):
+        try:
+            from firmware.ocpp import events
+            getattr(events, fn)(self, *a)
+            return True
+        except MemoryError:
+            print("ocpp: security event %s not recorded (out of memory)" % fn)
+        finally:
+            events = None
+            _drop("firmware.ocpp.events")
 
     def _save_state(self):
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
@@ -475,18 +501,24 @@ class Link:
     def _open(self, now):
         self.attempts += 1
         url = self.url
-        if self._ca is None and url.startswith("wss://"):
-            ca = self.cfg.get("ca")
-            if not ca:
-                raise WSError("wss:// needs a CA certificate (ocpp.ca)")
-            from firmware.mqtt import pem_to_der
-            with open(ca, "rb") as f:
-                self._ca = pem_to_der(f.read())
-        self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, self._ca)
+        ca = None
+        if url.startswith("wss://"):
+            # trust anchors: the installer's ocpp.ca and the CentralSystemRootCertificates
+            # installed over OCPP (read at every connection: a new one counts from the next)
+            if self._ca is None and self.cfg.get("ca"):
+                from firmware.mqtt import pem_to_der
+                with open(self.cfg["ca"], "rb") as f:
+                    self._ca = pem_to_der(f.read())
+            from firmware.ocpp import certstore
+            ca = certstore.load(self._dir, "CentralSystemRootCertificate")
+            if self._ca:
+                ca.append(self._ca)
+        self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, ca)
 
     def _connected(self, now):
         self.connected = True
         self.failures = 0
+        self._fail_kind = None
         self.last_error = None
         self._pinged = None
         self._st_sent = [None, None]   # the current status goes out again
@@ -494,8 +526,10 @@ class Link:
             self._boot_at = now
         print("ocpp: connected to %s as %s" % (self.url, self.cbid))
 
-    def _drop(self, now, why):
+    def _drop(self, now, why, kind=None):
         self.last_error = why
+        if kind and kind != self._fail_kind and self._ev("add", kind, why):
+            self._fail_kind = kind      # once per failure streak (or connection)
         if self.connected or self.failures < 3:
             print("ocpp: link down: %s" % why)
         self._ws.close()
@@ -559,6 +593,9 @@ class Link:
                     p["vendorErrorCode"] = s[2]
                 self._call(now, "StatusNotification", p, "st", None)
                 return
+        if self._sec:
+            self._call(now, "SecurityEventNotification", self._sec[0], "sec", self._sec[0])
+            return
         if self._q:
             it = self._q.pop(0)
             self._call(now, it[0], it[1], it[2], it[3])
@@ -643,7 +680,9 @@ class Link:
 
     def _failed(self, now, w, why):
         kind = w[2]
-        if kind == "boot":
+        if kind == "sec" and why != "timeout":
+            self._ev("done", w[3])  # a CALLERROR: the CSMS had it and will not take it
+        elif kind == "boot":
             self._boot_at = time.ticks_add(now, 10000)
         elif kind == "tx":
             self._tx_attempts += 1
@@ -674,8 +713,12 @@ class Link:
                 print("ocpp: boot accepted, heartbeat %d s" % self.conf["HeartbeatInterval"])
             else:
                 self._boot_at = time.ticks_add(now, (iv if iv > 0 else _BOOT_RETRY_S) * 1000)
+            if st == "Accepted" and self._boot_ev is not None:
+                self._ev("boot")        # once per boot
         elif action == "Heartbeat":
             self._set_clock(p.get("currentTime"))
+        elif w[2] == "sec":
+            self._ev("done", w[3])
         elif action == "Authorize":
             if p["idTagInfo"]["status"] == "Accepted":
                 self.evse.authorize(w[3])
@@ -713,19 +756,21 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        if action not in ACTIONS:
-            ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
-            return
+        # any other action: the certificate CALLs of sec.py (sec.ACTIONS), else NotImplemented
+        sec = action not in ACTIONS
+        name = "firmware.ocpp." + ("sec" if sec else "handlers")
         after = None
         try:
-            # handlers.py only while a CSMS call is answered (they are rare):
-            # its bytecode is not kept in the heap between calls
-            from firmware.ocpp import handlers
+            # handlers.py (sec.py) only while a CSMS call is answered (they are
+            # rare): its bytecode is not kept in the heap between calls
+            m = __import__(name, None, None, ("x",))
             try:
-                r = getattr(handlers, action)(self, p)
+                if sec and action not in m.ACTIONS:
+                    raise rpc.CallError(rpc.NOT_IMPLEMENTED, "%s is not implemented" % action)
+                r = getattr(m, action)(self, p)
             finally:
-                handlers = None
-                _drop("firmware.ocpp.handlers")
+                m = None
+                _drop(name)
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)
