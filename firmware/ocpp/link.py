@@ -29,6 +29,9 @@ _IN_MAX = const(2048)            # largest CSMS message kept (a bigger one is di
 _VENDOR = "evse-agent"
 _MODEL = "evse-mp"
 LIMIT_AVAIL = "ocpp_avail"      # limit source holding the offer at 0 while Inoperative
+# with OfflineFallbackTimeout: a never-binding limit whose TTL every message from
+# the CSMS renews; when it expires the charging core counts it as fallback_current_a
+LIMIT_LINK = "ocpp_link"
 
 STATES = ("offline", "connecting", "booting", "pending", "rejected", "accepted")
 
@@ -60,6 +63,7 @@ KEYS = {
     "MeterValuesSampledData": ("m", False, "Energy.Active.Import.Register,Power.Active.Import"),
     "ClockAlignedDataInterval": ("i", False, 0),
     "MeterValuesAlignedData": ("m", False, "Energy.Active.Import.Register"),
+    "OfflineFallbackTimeout": ("i", False, 0),
     "TransactionMessageAttempts": ("i", False, 3),
     "TransactionMessageRetryInterval": ("i", False, 60),
     "WebSocketPingInterval": ("i", False, 60),
@@ -203,6 +207,9 @@ class Link:
         self._inop_pending = None
         self._fw = st.get("fw")                  # {"rid": n, "signed": bool}: the last update request
         self.fw_status = "Idle"
+        self.quiet = bool(st.get("quiet"))       # the CSMS unheard for OfflineFallbackTimeout
+        self._heard = now_ms
+        self._arm(1 if self.quiet else None)     # quiet before a reboot: the fallback at once
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
         try:
@@ -252,6 +259,7 @@ class Link:
     def poll(self, now_ms):
         try:
             self._observe(now_ms)
+            self._watch_quiet(now_ms)
             self._link(now_ms)
         except WSError as e:
             self._drop(now_ms, str(e))
@@ -266,6 +274,33 @@ class Link:
             self.smart = Smart(self)
             self._smart_s = None
         return self.smart
+
+    # ---- the CSMS gone quiet ----------------------------------------------------
+    def _arm(self, ttl_ms=None):
+        # (re)start the charging core's TTL for this link (OfflineFallbackTimeout s);
+        # 80 A never binds (the rating is lower or equal), the expired TTL does:
+        # min(everything else, fallback_current_a), so it can only lower the offer
+        t = self.conf["OfflineFallbackTimeout"]
+        if t:
+            self.evse.set_limit(LIMIT_LINK, 80, ttl_ms or min(t, 86400) * 1000)
+        else:
+            self.evse.set_limit(LIMIT_LINK, None)
+
+    def _alive(self, now):
+        # an OCPP message from the CSMS: it is reachable
+        self._heard = now
+        self._arm()
+        if self.quiet:
+            self.quiet = False
+            self._save_state()
+            print("ocpp: CSMS heard again, fallback lifted")
+
+    def _watch_quiet(self, now):
+        t = self.conf["OfflineFallbackTimeout"]
+        if t and not self.quiet and time.ticks_diff(now, self._heard) >= min(t, 86400) * 1000:
+            self.quiet = True            # the core's TTL expires now too: persisted for a reboot
+            self._save_state()
+            print("ocpp: CSMS quiet for %d s: offer capped at the fallback current" % t)
 
     # ---- the charging core, watched ------------------------------------------
     def _observe(self, now):
@@ -355,6 +390,9 @@ class Link:
         self._tx = {"ref": ref, "m0": m0, "m": m0, "tag": tag[:20], "sid": sess.get("id"),
                     "t0": int(self._now_s())}
         self._smart_s = None
+        sm = self.smart
+        if sm is not None and sm.pending is not None:
+            sm.begin_tx(self._tx, now, self.conf["ConnectionTimeOut"])
         self._save_state()
         iv = self.conf["MeterValueSampleInterval"]
         self._sample_at = time.ticks_add(now, iv * 1000) if iv else None
@@ -444,6 +482,8 @@ class Link:
 
     def _save_state(self):
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
+        if self.quiet:
+            st["quiet"] = True
         if self._reset_kind:
             st["why"] = self._reset_kind
         write_json(join(self._dir, "state.json"), st)
@@ -531,6 +571,10 @@ class Link:
                 time.ticks_diff(now, self._hb_at) >= 0:
             self._hb_at = None
             self._enqueue("Heartbeat", {}, "q", None)
+        t = self.conf["OfflineFallbackTimeout"]
+        if t and self.registration == "Accepted" and self._wait is None and not self._q and \
+                time.ticks_diff(now, self._heard) >= min(t, 86400) * 500:
+            self._enqueue("Heartbeat", {}, "q", None)   # probe: heard at least every t/2 s
 
     def _enqueue(self, action, payload, kind, data):
         q = self._q
@@ -623,7 +667,9 @@ class Link:
             return
         if t == rpc.CALL:
             self._handle_call(now, uid, a, b)
+            self._alive(now)     # after the answer: a ChangeConfiguration of the timeout applies
             return
+        self._alive(now)
         w = self._wait
         if w is None or w[0] != uid:
             return    # late answer to a CALL given up on

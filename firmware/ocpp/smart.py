@@ -8,7 +8,9 @@
 # ChargePointMaxProfile. It feeds the charging core as limit source "ocpp"
 # (Evse.set_limit: it can lower the offer, never raise it above the rating).
 # Profiles are persisted in <root>/ocpp/profiles.json; a TxProfile ends with
-# its transaction.
+# its transaction. RemoteStartTransaction's chargingProfile (a TxProfile, no
+# transactionId) waits in RAM, like the authorization it comes with, and is
+# installed for the transaction that authorization starts (OCPP 1.6 5.11).
 import time
 import json
 from firmware.ocpp import rpc
@@ -83,6 +85,7 @@ class Smart:
         self._path = link._dir + "/profiles.json"
         self._next = None
         self.limit_a = None
+        self.pending = None     # RemoteStart's TxProfile: [profile, idTag, ticks_ms]
         try:
             with open(self._path) as f:
                 d = json.load(f)
@@ -96,6 +99,47 @@ class Smart:
         write_json(self._path, self.profiles)
 
     # ---- CSMS requests ----------------------------------------------------------
+    def check(self, cp):
+        """A csChargingProfiles object -> the checked profile (CallError when malformed)."""
+        return _check(cp)
+
+    def remote_profile(self, prof, tag, now_ms):
+        """RemoteStartTransaction: prof (from check(), or None: no profile, an
+        older one waiting is dropped). Not a TxProfile, or one with a
+        transactionId -> "Rejected". Call after every other check: "Accepted"
+        keeps it for the transaction the remote start creates."""
+        if prof is None:
+            self.pending = None
+            return "Accepted"
+        if prof["purpose"] != "TxProfile" or prof["tx"] is not None:
+            return "Rejected"
+        if len(self._others(prof)) >= _MAX_PROFILES:
+            return "Rejected"
+        prof["cid"] = 1
+        self.pending = [prof, tag, now_ms]
+        return "Accepted"
+
+    def begin_tx(self, tx, now_ms, timeout_s):
+        """A transaction started: the remote start's profile becomes its TxProfile
+        when the idTag matches and the start came within timeout_s."""
+        pd = self.pending
+        self.pending = None
+        if pd is None or pd[1] != tx["tag"] or time.ticks_diff(now_ms, pd[2]) > timeout_s * 1000:
+            return False
+        prof = pd[0]
+        prof["ref"] = tx["ref"]
+        keep = self._others(prof)
+        keep.append(prof)
+        self.profiles = keep
+        self._save()
+        self._next = None
+        return True
+
+    def _others(self, prof):
+        # the profiles a new one leaves in place (same id, or same purpose, level and connector: replaced)
+        return [q for q in self.profiles if q["id"] != prof["id"] and not (
+            q["purpose"] == prof["purpose"] and q["level"] == prof["level"] and q["cid"] == prof["cid"])]
+
     def set_profile(self, p):
         rpc.only(p, ("connectorId", "csChargingProfiles"))
         cid = rpc.get(p, "connectorId", int, lo=0)
@@ -115,8 +159,7 @@ class Smart:
             if prof["tx"] is not None and prof["tx"] != tid:
                 return "Rejected"
             prof["ref"] = tx["ref"]
-        keep = [q for q in self.profiles if q["id"] != prof["id"] and not (
-            q["purpose"] == purpose and q["level"] == prof["level"] and q["cid"] == cid)]
+        keep = self._others(prof)
         if len(keep) >= _MAX_PROFILES:
             return "Rejected"
         keep.append(prof)
