@@ -9,6 +9,9 @@
 # from the CSMS for that long: it lowers the offer, never raises it (not above
 # the rating, not above a lower profile), an expired profile does not bring the
 # rating back while quiet, and a reboot keeps the cap until the CSMS is heard.
+# And RemoteStartTransaction's chargingProfile: a TxProfile for the transaction
+# that remote start creates (same idTag, within ConnectionTimeOut), refused
+# when it is another purpose or names a transactionId, nothing changed then.
 import json
 import time
 import mptest
@@ -195,4 +198,89 @@ def test_a_reboot_while_quiet_keeps_the_fallback_until_the_csms_is_heard():
     _run(a, b2, 120)
     mptest.eq(_offer(a), (16, "max"))
     mptest.eq(a.ocpp.quiet, False)
+    mptest.eq(a.errors, 0)
+
+
+def _remote(a, tag, prof):
+    from firmware.ocpp import handlers
+    p = {"connectorId": 1, "idTag": tag}
+    if prof is not None:
+        p["chargingProfile"] = prof
+    return handlers.RemoteStartTransaction(a.ocpp, p)
+
+
+def _txp(pid, amps, purpose="TxProfile", **kw):
+    p = {"chargingProfileId": pid, "stackLevel": 0, "chargingProfilePurpose": purpose,
+         "chargingProfileKind": "Relative",
+         "chargingSchedule": {"chargingRateUnit": "A",
+                              "chargingSchedulePeriod": [{"startPeriod": 0, "limit": amps}]}}
+    p.update(kw)
+    return p
+
+
+def _session_tag(a):
+    s = a.evse.session
+    return None if s is None else s["tag"]
+
+
+def test_remote_start_profile_refused_changes_nothing():
+    from firmware.ocpp import rpc
+    b = SimBoard()
+    a = _agent(b)
+    _run(a, b, 3)
+    mptest.eq(_remote(a, "RS0", _txp(5, 8, purpose="TxDefaultProfile")), {"status": "Rejected"})
+    mptest.eq(_remote(a, "RS0", _txp(5, 8, transactionId=3)), {"status": "Rejected"})
+    bad = _txp(5, 8)
+    bad["chargingSchedule"]["chargingSchedulePeriod"][0]["startPeriod"] = 2
+    e = mptest.raises(rpc.CallError, _remote, a, "RS0", bad)
+    mptest.eq(e.code, rpc.PROPERTY)
+    bad = _txp(5, 8)
+    del bad["chargingSchedule"]
+    e = mptest.raises(rpc.CallError, _remote, a, "RS0", bad)
+    mptest.eq(e.code, rpc.OCCURENCE)
+    mptest.eq(a.ocpp.smart.pending, None)
+    b.plug("C")
+    _run(a, b, 8)
+    mptest.eq(_session_tag(a), None)         # nobody was authorized (free vend session)
+    mptest.eq(a.ocpp.smart.profiles, [])
+    mptest.eq(_offer(a), (16, "max"))
+    # a running session: RemoteStart is refused, its profile is not kept either
+    mptest.eq(_remote(a, "RS0", _txp(6, 8)), {"status": "Rejected"})
+    mptest.eq(a.ocpp.smart.pending, None)
+    mptest.eq(a.errors, 0)
+
+
+def test_remote_start_profile_applies_to_the_transaction_it_creates_only():
+    b = SimBoard()
+    a = _agent(b)
+    _run(a, b, 3)
+    mptest.eq(_remote(a, "RS1", _txp(7, 10)), {"status": "Accepted"})
+    b.plug("C")
+    _run(a, b, 8)
+    mptest.eq(_session_tag(a), "RS1")
+    mptest.eq(_offer(a), (10, "ocpp"))      # offline too: a TxProfile holds for its transaction
+    ref = a.ocpp._tx["ref"]
+    mptest.eq([(q["id"], q["ref"], q["cid"]) for q in a.ocpp.smart.profiles], [(7, ref, 1)])
+    b.unplug()
+    _run(a, b, 3)
+    mptest.eq(a.ocpp.smart.profiles, [])    # ended with its transaction
+    # a remote start whose idTag does not start the next session: its profile is dropped
+    mptest.eq(_remote(a, "RS2", _txp(8, 10)), {"status": "Accepted"})
+    a.evse.authorize("CARD")                # a local card takes the connector first
+    b.plug("C")
+    _run(a, b, 8)
+    mptest.eq(_session_tag(a), "CARD")
+    mptest.eq(_offer(a), (16, "max"))
+    mptest.eq(a.ocpp.smart.pending, None)
+    b.unplug()
+    _run(a, b, 3)
+    # one that starts later than ConnectionTimeOut: not applied
+    _configure(a, "ConnectionTimeOut", "30")
+    mptest.eq(_remote(a, "RS3", _txp(9, 10)), {"status": "Accepted"})
+    _run(a, b, 40)
+    b.plug("C")
+    _run(a, b, 8)
+    mptest.eq(_session_tag(a), "RS3")       # the charging core's authorization lasts 120 s
+    mptest.eq(_offer(a), (16, "max"))
+    mptest.eq(a.ocpp.smart.profiles, [])
     mptest.eq(a.errors, 0)
