@@ -34,7 +34,7 @@ def RemoteStartTransaction(lk, p):
     if cid is not None and cid != 1 or lk.inoperative or lk._tx is not None \
             or lk.evse.session is not None or _latched(lk):
         return {"status": "Rejected"}
-    if sm is not None and sm.remote_profile(cp, tag, lk.agent._now) != "Accepted":
+    if sm is not None and sm.remote_profile(cp, tag) != "Accepted":
         return {"status": "Rejected"}   # not a TxProfile, or with a transactionId
     if lk.conf["AuthorizeRemoteTxRequests"]:
         lk.present_tag(tag)

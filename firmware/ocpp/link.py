@@ -29,9 +29,6 @@ _IN_MAX = const(2048)            # largest CSMS message kept (a bigger one is di
 _VENDOR = "evse-agent"
 _MODEL = "evse-mp"
 LIMIT_AVAIL = "ocpp_avail"      # limit source holding the offer at 0 while Inoperative
-# with OfflineFallbackTimeout: a never-binding limit whose TTL every message from
-# the CSMS renews; when it expires the charging core counts it as fallback_current_a
-LIMIT_LINK = "ocpp_link"
 
 STATES = ("offline", "connecting", "booting", "pending", "rejected", "accepted")
 
@@ -208,8 +205,8 @@ class Link:
         self._fw = st.get("fw")                  # {"rid": n, "signed": bool}: the last update request
         self.fw_status = "Idle"
         self.quiet = bool(st.get("quiet"))       # the CSMS unheard for OfflineFallbackTimeout
-        self._heard = now_ms
-        self._arm(1 if self.quiet else None)     # quiet before a reboot: the fallback at once
+        self._qt = None                          # quiet.py while that key is set
+        self._alive(now_ms, True)
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
         try:
@@ -259,7 +256,8 @@ class Link:
     def poll(self, now_ms):
         try:
             self._observe(now_ms)
-            self._watch_quiet(now_ms)
+            if self._qt is not None:
+                self._qt.watch(self, now_ms)
             self._link(now_ms)
         except WSError as e:
             self._drop(now_ms, str(e))
@@ -275,32 +273,16 @@ class Link:
             self._smart_s = None
         return self.smart
 
-    # ---- the CSMS gone quiet ----------------------------------------------------
-    def _arm(self, ttl_ms=None):
-        # (re)start the charging core's TTL for this link (OfflineFallbackTimeout s);
-        # 80 A never binds (the rating is lower or equal), the expired TTL does:
-        # min(everything else, fallback_current_a), so it can only lower the offer
-        t = self.conf["OfflineFallbackTimeout"]
-        if t:
-            self.evse.set_limit(LIMIT_LINK, 80, ttl_ms or min(t, 86400) * 1000)
-        else:
-            self.evse.set_limit(LIMIT_LINK, None)
-
-    def _alive(self, now):
-        # an OCPP message from the CSMS: it is reachable
+    def _alive(self, now, boot=False):
+        # a message from the CSMS (or the boot): OfflineFallbackTimeout, quiet.py
         self._heard = now
-        self._arm()
-        if self.quiet:
-            self.quiet = False
-            self._save_state()
-            print("ocpp: CSMS heard again, fallback lifted")
-
-    def _watch_quiet(self, now):
-        t = self.conf["OfflineFallbackTimeout"]
-        if t and not self.quiet and time.ticks_diff(now, self._heard) >= min(t, 86400) * 1000:
-            self.quiet = True            # the core's TTL expires now too: persisted for a reboot
-            self._save_state()
-            print("ocpp: CSMS quiet for %d s: offer capped at the fallback current" % t)
+        q = self._qt
+        if q is None and (self.quiet or self.conf["OfflineFallbackTimeout"]):
+            from firmware.ocpp import quiet as q
+            self._qt = q
+        if q is not None and not q.alive(self, now, boot):
+            self._qt = None
+            _drop("firmware.ocpp.quiet")
 
     # ---- the charging core, watched ------------------------------------------
     def _observe(self, now):
@@ -390,9 +372,6 @@ class Link:
         self._tx = {"ref": ref, "m0": m0, "m": m0, "tag": tag[:20], "sid": sess.get("id"),
                     "t0": int(self._now_s())}
         self._smart_s = None
-        sm = self.smart
-        if sm is not None and sm.pending is not None:
-            sm.begin_tx(self._tx, now, self.conf["ConnectionTimeOut"])
         self._save_state()
         iv = self.conf["MeterValueSampleInterval"]
         self._sample_at = time.ticks_add(now, iv * 1000) if iv else None
@@ -571,10 +550,6 @@ class Link:
                 time.ticks_diff(now, self._hb_at) >= 0:
             self._hb_at = None
             self._enqueue("Heartbeat", {}, "q", None)
-        t = self.conf["OfflineFallbackTimeout"]
-        if t and self.registration == "Accepted" and self._wait is None and not self._q and \
-                time.ticks_diff(now, self._heard) >= min(t, 86400) * 500:
-            self._enqueue("Heartbeat", {}, "q", None)   # probe: heard at least every t/2 s
 
     def _enqueue(self, action, payload, kind, data):
         q = self._q

@@ -85,7 +85,7 @@ class Smart:
         self._path = link._dir + "/profiles.json"
         self._next = None
         self.limit_a = None
-        self.pending = None     # RemoteStart's TxProfile: [profile, idTag, ticks_ms]
+        self.pending = None     # RemoteStart's TxProfile: [profile, idTag, wall time s]
         try:
             with open(self._path) as f:
                 d = json.load(f)
@@ -103,7 +103,7 @@ class Smart:
         """A csChargingProfiles object -> the checked profile (CallError when malformed)."""
         return _check(cp)
 
-    def remote_profile(self, prof, tag, now_ms):
+    def remote_profile(self, prof, tag):
         """RemoteStartTransaction: prof (from check(), or None: no profile, an
         older one waiting is dropped). Not a TxProfile, or one with a
         transactionId -> "Rejected". Call after every other check: "Accepted"
@@ -116,15 +116,15 @@ class Smart:
         if len(self._others(prof)) >= _MAX_PROFILES:
             return "Rejected"
         prof["cid"] = 1
-        self.pending = [prof, tag, now_ms]
+        self.pending = [prof, tag, int(self.link._now_s())]
         return "Accepted"
 
-    def begin_tx(self, tx, now_ms, timeout_s):
-        """A transaction started: the remote start's profile becomes its TxProfile
-        when the idTag matches and the start came within timeout_s."""
-        pd = self.pending
+    def _begin_tx(self, pd, tx):
+        # the first transaction after the remote start (apply() runs at once when
+        # one starts): the profile becomes its TxProfile when the idTag matches
+        # and it started within ConnectionTimeOut s
         self.pending = None
-        if pd is None or pd[1] != tx["tag"] or time.ticks_diff(now_ms, pd[2]) > timeout_s * 1000:
+        if pd[1] != tx["tag"] or tx["t0"] - pd[2] > self.link.conf["ConnectionTimeOut"]:
             return False
         prof = pd[0]
         prof["ref"] = tx["ref"]
@@ -303,7 +303,12 @@ class Smart:
             self._save()
 
     def apply(self, now_s):
-        """Once a second: the limit now, to the charging core."""
+        """Once a second, and at once when a transaction starts: the limit now,
+        to the charging core."""
+        pd = self.pending
+        tx = self.link._tx
+        if pd is not None and tx is not None:
+            self._begin_tx(pd, tx)
         a = self.limit_at(int(now_s))
         if a is not None:
             a = min(80, max(0, int(a * 10) / 10))
