@@ -86,6 +86,7 @@ class Smart:
         self._next = None
         self.limit_a = None
         self.pending = None     # RemoteStart's TxProfile: [profile, idTag, wall time s]
+        self._boot = True       # first apply(): TxProfiles of a transaction a reboot ended go
         try:
             with open(self._path) as f:
                 d = json.load(f)
@@ -296,8 +297,10 @@ class Smart:
             return tx
         return cpm if tx is None or cpm < tx else tx
 
-    def tx_ended(self, ref):
-        keep = [q for q in self.profiles if not (q["purpose"] == "TxProfile" and q.get("ref") == ref)]
+    def tx_ended(self, ref, tx=None):
+        # ref None: every TxProfile but the running transaction's (tx)
+        keep = [q for q in self.profiles if q["purpose"] != "TxProfile" or (
+            q.get("ref") != ref if ref is not None else tx is not None and q.get("ref") == tx["ref"])]
         if len(keep) != len(self.profiles):
             self.profiles = keep
             self._save()
@@ -309,6 +312,9 @@ class Smart:
         tx = self.link._tx
         if pd is not None and tx is not None:
             self._begin_tx(pd, tx)
+        if self._boot:
+            self._boot = False
+            self.tx_ended(None, tx)
         a = self.limit_at(int(now_s))
         if a is not None:
             a = min(80, max(0, int(a * 10) / 10))

@@ -287,3 +287,26 @@ def test_remote_start_profile_applies_to_the_transaction_it_creates_only():
     mptest.eq(_offer(a), (16, "max"))
     mptest.eq(a.ocpp.smart.profiles, [])
     mptest.eq(a.errors, 0)
+
+
+def test_a_power_cut_ends_the_transaction_and_its_tx_profile():
+    b = SimBoard()
+    a = _agent(b)
+    _run(a, b, 3)
+    _profile(a, 1, 12)                      # a TxDefaultProfile stays
+    mptest.eq(_remote(a, "RS4", _txp(11, 10)), {"status": "Accepted"})
+    b.plug("C")
+    _run(a, b, 8)
+    mptest.eq(_offer(a), (10, "ocpp"))
+    mptest.eq(sorted(q["id"] for q in a.ocpp.smart.profiles), [1, 11])
+    a = None
+    b2 = SimBoard(now_ms=b.ticks_ms())      # the power cut: the transaction ends (PowerLoss)
+    a = _agent(b2, fresh=False)
+    _run(a, b2, 2)
+    mptest.eq([q["id"] for q in a.ocpp.smart.profiles], [1])
+    with open(_dir + "/ocpp/profiles.json") as f:
+        mptest.eq([q["id"] for q in json.load(f)], [1])
+    b2.plug("C")                            # a new session: the TxDefaultProfile, not the old TxProfile
+    _run(a, b2, 8)
+    mptest.eq(_offer(a), (12, "ocpp"))
+    mptest.eq(a.errors, 0)
