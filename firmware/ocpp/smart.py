@@ -114,9 +114,9 @@ class Smart:
             return "Accepted"
         if prof["purpose"] != "TxProfile" or prof["tx"] is not None:
             return "Rejected"
+        prof["cid"] = 1
         if len(self._others(prof)) >= _MAX_PROFILES:
             return "Rejected"
-        prof["cid"] = 1
         self.pending = [prof, tag, int(self.link._now_s())]
         return "Accepted"
 

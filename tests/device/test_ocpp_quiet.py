@@ -242,6 +242,12 @@ def test_remote_start_profile_refused_changes_nothing():
     e = mptest.raises(rpc.CallError, _remote, a, "RS0", bad)
     mptest.eq(e.code, rpc.OCCURENCE)
     mptest.eq(a.ocpp.smart.pending, None)
+    for i in range(8):                      # MaxChargingProfilesInstalled reached
+        _profile(a, 40 + i, 20, level=i)
+    mptest.eq(_remote(a, "RS0", _txp(5, 8)), {"status": "Rejected"})
+    from firmware.ocpp import handlers
+    mptest.eq(handlers.ClearChargingProfile(a.ocpp, {}), {"status": "Accepted"})
+    mptest.eq(a.ocpp.smart.pending, None)
     b.plug("C")
     _run(a, b, 8)
     mptest.eq(_session_tag(a), None)         # nobody was authorized (free vend session)
