@@ -204,9 +204,6 @@ class Link:
         self._inop_pending = None
         self._fw = st.get("fw")                  # {"rid": n, "signed": bool}: the last update request
         self.fw_status = "Idle"
-        self.quiet = bool(st.get("quiet"))       # the CSMS unheard for OfflineFallbackTimeout
-        self._qt = None                          # quiet.py while that key is set
-        self._alive(now_ms, True)
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
         try:
@@ -214,6 +211,9 @@ class Link:
             self.smart_on()
         except OSError:
             pass
+        self.quiet = bool(st.get("quiet"))       # the CSMS unheard for OfflineFallbackTimeout
+        self._qt = None                          # quiet.py while that key is set
+        self._alive(now_ms, True)
         if self._tx is not None:
             # the board restarted during a transaction: close it as it was
             self._queue_stop(self._tx, st.get("why") or "PowerLoss", self._tx.get("m", self._tx["m0"]))
