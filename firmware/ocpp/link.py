@@ -60,6 +60,7 @@ KEYS = {
     "MeterValuesSampledData": ("m", False, "Energy.Active.Import.Register,Power.Active.Import"),
     "ClockAlignedDataInterval": ("i", False, 0),
     "MeterValuesAlignedData": ("m", False, "Energy.Active.Import.Register"),
+    "OfflineFallbackTimeout": ("i", False, 0),
     "TransactionMessageAttempts": ("i", False, 3),
     "TransactionMessageRetryInterval": ("i", False, 60),
     "WebSocketPingInterval": ("i", False, 60),
@@ -224,6 +225,9 @@ class Link:
             self.smart_on()
         except OSError:
             pass
+        self.quiet = bool(st.get("quiet"))       # the CSMS unheard for OfflineFallbackTimeout
+        self._qt = None                          # quiet.py while that key is set
+        self._alive(now_ms, True)
         if self._tx is not None:
             # the board restarted during a transaction: close it as it was
             self._queue_stop(self._tx, st.get("why") or "PowerLoss", self._tx.get("m", self._tx["m0"]))
@@ -266,6 +270,8 @@ class Link:
     def poll(self, now_ms):
         try:
             self._observe(now_ms)
+            if self._qt is not None:
+                self._qt.watch(self, now_ms)
             self._link(now_ms)
         except WSError as e:
             k = self._ws.fail
@@ -282,6 +288,17 @@ class Link:
             self.smart = Smart(self)
             self._smart_s = None
         return self.smart
+
+    def _alive(self, now, boot=False):
+        # a message from the CSMS (or the boot): OfflineFallbackTimeout, quiet.py
+        self._heard = now
+        q = self._qt
+        if q is None and (self.quiet or self.conf["OfflineFallbackTimeout"]):
+            from firmware.ocpp import quiet as q
+            self._qt = q
+        if q is not None and not q.alive(self, now, boot):
+            self._qt = None
+            _drop("firmware.ocpp.quiet")
 
     # ---- the charging core, watched ------------------------------------------
     def _observe(self, now):
@@ -470,6 +487,8 @@ class Link:
 
     def _save_state(self):
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
+        if self.quiet:
+            st["quiet"] = True
         if self._reset_kind:
             st["why"] = self._reset_kind
         write_json(join(self._dir, "state.json"), st)
@@ -660,7 +679,9 @@ class Link:
             return
         if t == rpc.CALL:
             self._handle_call(now, uid, a, b)
+            self._alive(now)     # after the answer: a ChangeConfiguration of the timeout applies
             return
+        self._alive(now)
         w = self._wait
         if w is None or w[0] != uid:
             return    # late answer to a CALL given up on
