@@ -110,8 +110,8 @@ def _put(dirpath, files):
 
 def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mpy=True,
           src=None, lib=None, files=None):
-    """Write the tree that goes onto the flash into dirpath. files:
-    {path on the flash: bytes} written too (e.g. the OCPP Manufacturer root)."""
+    """Write the tree that goes onto the flash into dirpath. files: {path on
+    the flash: bytes} written beside it (e.g. a CA certificate for ocpp.ca)."""
     for name in ("boot.py", "bootev.py", "main.py"):
         shutil.copy2(os.path.join(ROOT, name), os.path.join(dirpath, name))
     libsrc = lib or os.path.join(ROOT, "lib")
@@ -126,7 +126,11 @@ def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mp
         f.write(keys if isinstance(keys, (bytes, bytearray)) else read_keys(keys))
     cfg = _merge(default_config(device_id, board, broker), config)
     write_config(dirpath, cfg)
-    _put(dirpath, files)
+    for rel, data in (files or {}).items():
+        p = os.path.join(dirpath, rel.lstrip("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
     return cfg
 
 

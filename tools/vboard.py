@@ -98,12 +98,13 @@ class VBoard:
 
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
-                 wdt_ms=None, blank=False, ocpp=None, ocpp_mfr_root=None):
+                 wdt_ms=None, blank=False, ocpp=None, files=None, ocpp_mfr_root=None):
         self.dir = os.path.abspath(dir)
         self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
         self.broker = broker
         self.ocpp = ocpp                 # CSMS URL: written into ocpp.url (new and existing flash)
+        self.files = files               # {path: bytes} put on a new flash (e.g. ocpp.ca)
         self.ocpp_mfr_root = ocpp_mfr_root  # OCPP Manufacturer root (PEM/DER): ocpp/certs/M0.der
         self.control_port = control_port or free_port()
         self.pty_link = pty_link
@@ -217,8 +218,11 @@ class VBoard:
                 cfg["ocpp"] = dict(cfg.get("ocpp") or {}, url=self.ocpp)
                 if not self.broker and "mqtt" not in cfg:
                     cfg["mqtt"] = {"host": ""}     # OCPP only: no MQTT link
+            files = dict(self.files or {})
             if self.ocpp_mfr_root:
-                kw["files"] = self._mfr_root()
+                files.update(self._mfr_root())
+            if files:
+                kw["files"] = files
             provision.provision(self.flash, self.id, "sim", self.broker, cfg, self.keys,
                                 mpy=self.mpy, **kw)
         else:

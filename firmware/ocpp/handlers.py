@@ -21,12 +21,22 @@ def _latched(lk):
 
 
 def RemoteStartTransaction(lk, p):
+    # chargingProfile (OCPP 1.6 5.11): a TxProfile without transactionId, for the
+    # transaction this remote start creates; checked as SetChargingProfile checks
+    # it (malformed: CALLERROR), another purpose or a transactionId: Rejected.
+    # Nothing changes unless the answer is Accepted.
     rpc.only(p, ("connectorId", "idTag", "chargingProfile"))
     tag = rpc.get(p, "idTag", str, hi=20)
     cid = rpc.get(p, "connectorId", int, False)
+    cp = rpc.get(p, "chargingProfile", dict, False)
+    sm = lk.smart if cp is None else lk.smart_on()   # smart charging: kept once a profile came
+    if cp is not None:
+        cp = sm.check(cp)               # malformed: CallError before anything else
     if cid is not None and cid != 1 or lk.inoperative or lk._tx is not None \
             or lk.evse.session is not None or _latched(lk):
         return {"status": "Rejected"}
+    if sm is not None and sm.remote_profile(cp, tag) != "Accepted":
+        return {"status": "Rejected"}   # not a TxProfile, or with a transactionId
     if lk.conf["AuthorizeRemoteTxRequests"]:
         lk.present_tag(tag)
     else:
