@@ -8,8 +8,10 @@ Stop) -> a remote start with a TxProfile, a ChargePointMaxProfile applied and
 cleared, remote stop -> the CSMS killed mid-transaction (the offer falls back
 with OfflineFallbackTimeout), a session stopped and one started offline, a
 power cycle while offline -> the CSMS back: every queued transaction message
-delivered once, in order, with the transactionIds it assigned -> a firmware
-update whose trial boot fails (CP shorted: the self-test fails) and rolls back
+delivered once, in order, with the transactionIds it assigned -> a signed
+firmware update (SignedUpdateFirmware: the board was provisioned with the
+Manufacturer root, the file signed with `evsectl certs sign-file --cert`)
+whose trial boot fails (CP shorted: the self-test fails) and rolls back
 -> at the end no schema error and a consistent transaction ledger.
 
 Intervals are shortened through ChangeConfiguration (HeartbeatInterval,
@@ -21,7 +23,7 @@ import os
 from ocpp.v16 import call
 
 from tests.prep.csms import CSMS
-from tools import keys, release, serve
+from tools import certs, keys, release, serve
 from tools.vboard import VBoard
 
 CP = "cpday"
@@ -58,23 +60,28 @@ def _tx_profile(pid, amps):
                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": amps}]}}
 
 
-def _update_firmware(cs, url):
-    """Ask for a firmware update; returns a function giving the statuses the
-    board reported since. The one place to change for SignedUpdateFirmware
-    (SignedFirmwareStatusNotification, requestId, certificate, signature)."""
-    action = "FirmwareStatusNotification"
-    n = len(cs.calls(action, CP))
-    cs.call(CP, call.UpdateFirmware(location=url, retrieve_date=_now()))
-    return lambda: [p["status"] for p in cs.calls(action, CP)[n:]]
+def _update_firmware(cs, url, img, pki):
+    """Ask for a signed firmware update (SignedUpdateFirmware: the signing
+    certificate chains to the Manufacturer root the board was provisioned
+    with, the signature is over the release file); returns a function giving
+    the statuses the board reported for it (SignedFirmwareStatusNotification)."""
+    f = certs.release_signature(pki["key"], pki["cert"], img)
+    r = cs.call(CP, call.SignedUpdateFirmware(request_id=23, firmware=dict(
+        f, location=url, retrieveDateTime=_now())))
+    assert r.status == "Accepted", r
+    return lambda: [p["status"] for p in cs.calls("SignedFirmwareStatusNotification", CP)
+                    if p["requestId"] == 23]
 
 
 def test_a_day_of_a_charger(tmp_path):
     pem, pub, _ = keys.keygen(str(tmp_path / "keys" / "rel"))
     out = tmp_path / "rel"
     img, _, _ = release.build(pem, "0.2.0", "sim", out=str(out))
+    rc, rk = certs.make_root(str(tmp_path / "pki"))
+    sc, sk = certs.make_signing(str(tmp_path / "pki"), rc, rk)
     srv, port = serve.serve(str(out))
     cs = CSMS(interval=300).start()
-    b = VBoard(str(tmp_path / CP), id=CP, ocpp=cs.url, keys=[pub], wdt_ms=3000,
+    b = VBoard(str(tmp_path / CP), id=CP, ocpp=cs.url, keys=[pub], wdt_ms=3000, ocpp_mfr_root=rc,
                config={"mqtt": {"host": ""}, "max_current_a": 32, "fallback_current_a": 6,
                        "health": {"trial_s": 10}})
     b.start()
@@ -174,17 +181,18 @@ def test_a_day_of_a_charger(tmp_path):
         cs.wait(lambda: ids[4] in [s["transactionId"] for s in cs.calls("StopTransaction", CP)], 20)
         cs.wait(lambda: _status(cs) == "Available", 20)
 
-        # ---- 23:00 a firmware update; its trial boot fails (CP shorted) and rolls back -----------
+        # ---- 23:00 a signed firmware update; its trial boot fails (CP shorted) and rolls back ----
         b.control("short_cp")
         n_boot = len(cs.calls("BootNotification", CP))
-        fw = _update_firmware(cs, "http://127.0.0.1:%d/%s" % (port, os.path.basename(img)))
+        fw = _update_firmware(cs, "http://127.0.0.1:%d/%s" % (port, os.path.basename(img)), img,
+                              {"key": sk, "cert": sc})
         cs.wait(lambda: len(cs.calls("BootNotification", CP)) >= n_boot + 2, 120, "trial boot and rollback")
         assert [x["firmwareVersion"] for x in cs.calls("BootNotification", CP)[n_boot:]][:2] == \
             ["0.2.0", "0.1.0"]
         cs.wait(lambda: "InstallationFailed" in fw(), 60, "InstallationFailed after the rollback")
         seq = fw()
-        assert seq.index("Downloading") < seq.index("Downloaded") < seq.index("Installing") \
-            < seq.index("InstallationFailed"), seq
+        assert seq.index("Downloading") < seq.index("Downloaded") < seq.index("SignatureVerified") \
+            < seq.index("Installing") < seq.index("InstallationFailed"), seq
         g = b.get()
         assert g["version"] == "0.1.0" and g["trial"] is False
 
