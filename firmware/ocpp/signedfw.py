@@ -9,6 +9,13 @@ from firmware.ocpp import rpc
 _SIG_MODS = ("fwsig", "x509", "ecdsa_p256", "ed25519", "wnaf")
 
 
+def _unix(t):
+    # the link's clock counts from the port's epoch (2000 on some ports);
+    # certificate validity (x509.py) is in UNIX seconds
+    import time
+    return t + (946684800 if time.gmtime(0)[0] == 2000 else 0)
+
+
 def SignedUpdateFirmware(lk, p):
     # security whitepaper ed. 3, "Secure firmware update": the signing
     # certificate must chain to an installed Manufacturer root (x509.py at the
@@ -51,7 +58,7 @@ def SignedUpdateFirmware(lk, p):
             gc.collect()
             from firmware.ota import fwsig
             try:
-                key = fwsig.check_request(pem, req["signature"], roots, lk._now_s())
+                key = fwsig.check_request(pem, req["signature"], roots, _unix(lk._now_s()))
                 break
             except fwsig.SigError as e:
                 err = (e.kind, e.msg)
