@@ -680,6 +680,8 @@ class UpdateJob:
         self._wait_reported = False
 
     def _file_sig(self, key):
+        if self._fh is None:
+            return False          # no hash of the file: fail closed
         digest = self._fh.digest()
         self._fh = None
         import sys
