@@ -83,12 +83,13 @@ def _mpy(tmp_path):
 
 def _heap():
     # 32-bit build: the design budget is 96K; agent + OCPP link needs 112K
-    # (docs/ocpp.md, "Heap"; it was 120K before the command handler and HA
-    # discovery were loaded on demand and the harness imported boot.py first
-    # and dropped the config store, as a board does). At 108K the session
-    # still completes but the boot report at start finds no room. The link
-    # retains ~30 KB (link.py alone ~21 KB as .mpy). The 64-bit port: 160K
-    # (152K fails).
+    # (docs/ocpp.md, "Heap"; it was 126K with the security whitepaper's
+    # certificates and events, 120K before them, until the command handler,
+    # HA discovery and the session log were loaded on demand and the harness
+    # imported boot.py first and dropped the config store, as a board does).
+    # At 108K the 2 KiB receive buffer finds no block. The link retains ~36 KB
+    # (link.py alone ~21 KB as .mpy). The 64-bit port: 160K (152K fails).
+    # test_ocpp_signed_heap.py runs at this + 40K.
     if os.environ.get("OCPP_HEAP"):
         return os.environ["OCPP_HEAP"]
     r = subprocess.run([mpunix.binary(), "-c", "import sys; print(sys.maxsize)"],
