@@ -14,7 +14,6 @@
 # through on_status(status, request_id, progress_percent_or_None, reason).
 from micropython import const
 import gc
-import sys
 import os
 import boot
 from firmware.ota import bundle, fetch, image, slots
@@ -248,8 +247,10 @@ class UpdateJob:
         if not url.startswith("https:"):
             return None
         try:
-            with open(_p(self.root, CA_FILE), "rb") as f:
-                return f.read(4096) or None
+            p = _p(self.root, CA_FILE)
+            n = min(os.stat(p)[6], 4096)   # read(4096) would take a 4 KB block for a ~0.5 KB DER
+            with open(p, "rb") as f:
+                return f.read(n) or None
         except OSError:
             return None
 
@@ -748,7 +749,7 @@ class UpdateJob:
             try:
                 self.before_install()
             except Exception as e:  # noqa - the install goes on with the links as they are
-                sys.print_exception(e)
+                print("updater: before_install: %r" % (e,))
             gc.collect()
         try:
             m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
