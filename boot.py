@@ -30,6 +30,7 @@ _MAX_REASON = 40
 _MAX_TRIALS = 255
 _MAX_NONTRIAL_FAILS = 3
 _IMPORT_TRIES = 3          # an import is retried (gc between) before anything is persisted
+_ROM = "/rom"              # where bootrom.py mounts the selected slot's ROMFS image
 
 
 def crc32(data, crc=0):
@@ -459,8 +460,39 @@ def _purge(path):
     for name in list(sys.modules):
         if name == "firmware" or name.startswith("firmware."):
             del sys.modules[name]
-    while path in sys.path:
-        sys.path.remove(path)
+    for p in (path, _ROM):
+        while p in sys.path:
+            sys.path.remove(p)
+
+
+def _rom(slot, root, path, info):
+    # The slot's ROMFS image mounted at /rom when the board has ROM partitions
+    # and the image checks out (bootrom.py, compiled only then and dropped
+    # after); False: the slot runs from its files, as without ROM partitions.
+    h = sys.modules.get("_vboard")
+    if getattr(h, "rom_ioctl", None) is None:
+        import vfs
+        if not hasattr(vfs, "rom_ioctl"):
+            return False
+    try:
+        import bootrom
+        ok, why = bootrom.mount(slot, root, path)
+    except Exception as e:  # noqa: a bad ROM never stops a boot
+        ok, why = False, "bootrom: %r" % (e,)
+    sys.modules.pop("bootrom", None)
+    _ev_done()
+    info["rom"] = True if ok else why
+    print("boot: slot %s code from %s" % (slot, "ROM" if ok else "files (%s)" % why))
+    return ok
+
+
+def _rom_off():
+    import vfs
+    try:
+        vfs.umount(_ROM)
+    except OSError:
+        pass
+    return False
 
 
 def _note(root, reason, slot, info):
@@ -492,7 +524,8 @@ def main(root="/", run=True):
         if slot is None:
             break
         path = root + "slots/" + slot
-        agent, err = _import(path)
+        rom = _rom(slot, root, path, info)
+        agent, err = _import(path, rom)
         if agent is None:
             print("boot: slot %s import failed %d times:" % (slot, _IMPORT_TRIES))
             sys.print_exception(err)
@@ -530,20 +563,26 @@ def main(root="/", run=True):
     return info
 
 
-def _import(path):
-    # Import firmware.agent from path, _IMPORT_TRIES times (gc between) before
-    # giving up: (module, None) or (None, last exception).
+def _import(path, rom=False):
+    # Import firmware.agent from path (with rom: from the ROMFS image at /rom,
+    # the slot's files behind it), _IMPORT_TRIES times (gc between) before
+    # giving up: (module, None) or (None, last exception). An import from ROM
+    # that fails other than for heap is retried from the files alone.
     import gc
     err = None
     for _ in range(_IMPORT_TRIES):
         _purge(path)
         sys.path.insert(0, path)
+        if rom:
+            sys.path.insert(0, _ROM)
         try:
             __import__("firmware.agent")
             return sys.modules["firmware.agent"], None
         except Exception as e:
             err = e
             _purge(path)
+            if rom and not isinstance(e, MemoryError):
+                rom = _rom_off()
             gc.collect()
     return None, err
 

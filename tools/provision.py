@@ -103,7 +103,7 @@ def read_keys(paths):
 def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mpy=True,
           src=None, lib=None):
     """Write the tree that goes onto the flash into dirpath."""
-    for name in ("boot.py", "bootev.py", "main.py"):
+    for name in ("boot.py", "bootev.py", "bootrom.py", "main.py"):
         shutil.copy2(os.path.join(ROOT, name), os.path.join(dirpath, name))
     libsrc = lib or os.path.join(ROOT, "lib")
     if os.path.isdir(libsrc):

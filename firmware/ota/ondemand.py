@@ -10,7 +10,7 @@ import sys
 from firmware.ota import job as _job
 
 _MODULES = ("health", "updater", "fetch", "image", "ed25519", "wnaf", "sha512", "bundle", "slots",
-            "evidence")
+            "evidence", "romslot", "romfs")
 
 
 def release():

@@ -3,7 +3,7 @@
 #
 #   micropython [-i] vboard_rom.py --flash IMG [--mode boot|repl] [--port N]
 #       [--hb FD] [--id ID] [--cause CAUSE] [--world FILE] [--block-size B]
-#       [--wdt MS]
+#       [--wdt MS] [--rom P0[,P1] --rom-size BYTES]
 #
 # It opens the flash image (LittleFS on a FileBlockDevice) and what it needs
 # from the host, then REPLACES the root filesystem with the flash, as a board
@@ -14,6 +14,12 @@
 #   --mode repl: mounts and returns; the host starts it with -i so that the
 #                unix port's own REPL (friendly, raw, raw-paste) serves
 #                mpremote. A soft reset there ends the process with code 0.
+# --rom: ROM partitions (ROMFS, bytecode executed in place) emulated in host
+# files (firmware/hal/simrom.py): Host.rom_ioctl answers as vfs.rom_ioctl does
+# on a board (boot.py/bootrom.py, firmware/ota/romslot.py use it). Their
+# "memory-mapped" contents are bytearrays allocated here before boot.py runs:
+# flash on a board, so the host adds their size to the process heap and heap
+# figures subtract Host.rom_heap (docs/vboard.md).
 # The host object registered as sys.modules['_vboard'] gives the firmware
 # (firmware/hal/simctl.py) the control port, power-cut injection, the
 # watchdog heartbeat and the exit codes.
@@ -53,6 +59,8 @@ class Host:
         # ({"agent": bool, "session": dict or None}; a board keeps that in
         # sys.modules, a virtual board's REPL is a new process)
         self.interrupted = None
+        self.rom_ioctl = None      # ROM partitions (--rom), else None: a board without
+        self.rom_heap = 0          # heap bytes their emulated mapping takes (flash on a board)
 
     def note_interrupted(self):
         """main.py ended (Ctrl-C): tell the host what ran, for the REPL after."""
@@ -110,7 +118,8 @@ class Host:
 
 def _args(argv):
     opts = {"--mode": "boot", "--port": "0", "--hb": "", "--id": "", "--cause": "power",
-            "--world": "", "--block-size": "4096", "--flash": "", "--wdt": "", "--interrupted": ""}
+            "--world": "", "--block-size": "4096", "--flash": "", "--wdt": "", "--interrupted": "",
+            "--rom": "", "--rom-size": "0"}
     i = 0
     while i < len(argv):
         k = argv[i]
@@ -169,6 +178,11 @@ def main():
             host.interrupted = json.loads(o["--interrupted"])
         except ValueError:
             host.interrupted = {"agent": None, "session": None}
+    if o["--rom"]:
+        from firmware.hal.simrom import SimRom
+        rom = SimRom(o["--rom"].split(","), int(o["--rom-size"]), gate=flash.external, create=True)
+        host.rom_ioctl = rom.ioctl
+        host.rom_heap = rom.heap_cost()
     _purge_host_modules()
     # everything from the host is open: '/' becomes the board's flash
     vfs.umount("/")
