@@ -13,7 +13,7 @@ import sys
 import os
 import hashlib
 import boot
-from firmware.ota import evidence
+from firmware.ota import evidence, romfs
 
 _PIECE = 512
 
@@ -131,7 +131,6 @@ def _hex(b):
 
 def write(slot, root="/", io=None):
     # None when the image of `slot` is in its partition and recorded; else why not
-    from firmware.ota import romfs
     root = boot._root(root)
     io = io or ioctl()
     i = index(slot, io) if io is not None else None
@@ -159,9 +158,9 @@ def write(slot, root="/", io=None):
         mv = mapped(io, i)       # read back through the mapping: flash can lie
         if hashlib.sha256(mv[:n]).digest() != digest:
             raise OSError("read back: digest mismatch")
-    except MemoryError:
-        raise
-    except Exception as e:  # noqa: recorded, the slot boots from its files
+    except (OSError, ValueError) as e:   # recorded, the slot boots from its files
+        # (anything else, MemoryError or a simulated power cut, goes to the
+        # caller with no evidence written: retried at the next boot)
         why = ("%r" % (e,))[:60]
         try:
             evidence._write_ev(path, {"slot": slot, "fail": why, "man": man})
