@@ -104,7 +104,7 @@ class VBoard:
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
                  wdt_ms=None, blank=False, ocpp=None, romfs=False, rom_parts=ROM_PARTS,
-                 rom_size=ROM_PART_SIZE):
+                 rom_size=ROM_PART_SIZE, flash_blocks=None):
         self.dir = os.path.abspath(dir)
         self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
@@ -125,6 +125,7 @@ class VBoard:
         self.rom_parts = rom_parts if romfs else 0
         self.rom_size = rom_size
         self.roms = [os.path.join(self.dir, "rom%d.img" % i) for i in range(self.rom_parts)]
+        self.flash_blocks = flash_blocks   # 4 KiB blocks of a new flash (None: provision's 2 MiB)
         self.echo = echo                 # a file to copy the console to (CLI: stdout)
         self.flash = os.path.join(self.dir, "flash.img")
         self.world = os.path.join(self.dir, "world.json")
@@ -225,6 +226,8 @@ class VBoard:
                 if os.path.exists(p):
                     os.remove(p)
             kw = {}
+            if self.flash_blocks:
+                kw["block_count"] = self.flash_blocks
             if self.version:
                 kw["version"] = self.version
             cfg = self.config

@@ -261,6 +261,7 @@ class SimCtl:
             rep["device_id"] = vh.device_id
             # heap the emulated ROM partitions' mapping takes (flash on a board)
             rep["rom_heap"] = getattr(vh, "rom_heap", 0)
+            rep["rom_script"] = getattr(vh, "rom_script", 0)   # the vboard ROM script's share
         a = self.agent
         if a is not None:
             a.status_into(rep)

@@ -54,7 +54,8 @@ class SimRom:
                         f.seek(n)
                         f.write(mv[n:])
             self.maps.append(mv)
-        self._files = [None] * len(self.paths)
+        # opened now: a virtual board replaces '/' with its flash afterwards
+        self._files = [open(p, "r+b") for p in self.paths]
 
     def heap_cost(self):
         # bytes of heap the mappings take (flash on a board)
@@ -63,7 +64,7 @@ class SimRom:
     def _file(self, i):
         f = self._files[i]
         if f is None:
-            f = self._files[i] = open(self.paths[i], "r+b")
+            raise OSError(19)     # closed: powered off
         return f
 
     def _apply(self, i, off, data, n):

@@ -1,5 +1,5 @@
 # Writes a slot's ROMFS image into its ROM partition (docs/memory.md "ROMFS
-# slots"): the image of the slot's files (firmware/ota/romfs.py, as
+# slots"): the image of the slot's code files, .mpy/.py (firmware/ota/romfs.py, as
 # `mpremote romfs build --no-mpy`), streamed into the partition through
 # vfs.rom_ioctl (or a virtual board's emulation, ioctl()), read back
 # through the mapping and checked against the digest the writer computed,
@@ -125,6 +125,12 @@ class _Out:
             self.io(5, self.i)
 
 
+def _code(p):
+    # what goes into the image: the slot's code; data files (and the MANIFEST)
+    # stay in LittleFS, where the slot's modules open them
+    return p.endswith(".mpy") or p.endswith(".py")
+
+
 def _hex(b):
     return "".join("%02x" % x for x in b)
 
@@ -146,14 +152,14 @@ def write(slot, root="/", io=None):
         pass
     src = root + "slots/" + slot
     try:
-        n = romfs.size_of(src)
+        n = romfs.size_of(src, _code)
         mv = mapped(io, i)
         if mv is None:
             raise OSError("partition %d not mapped" % i)
         if n > len(mv):
             raise OSError("image %d bytes, partition %d" % (n, len(mv)))
         out = _Out(io, i, n, mv)
-        digest = romfs.write_image(src, out)
+        digest = romfs.write_image(src, out, _code)
         out.close()
         mv = mapped(io, i)       # read back through the mapping: flash can lie
         if hashlib.sha256(mv[:n]).digest() != digest:

@@ -61,6 +61,7 @@ class Host:
         self.interrupted = None
         self.rom_ioctl = None      # ROM partitions (--rom), else None: a board without
         self.rom_heap = 0          # heap bytes their emulated mapping takes (flash on a board)
+        self.rom_script = 0        # heap this script holds when boot.py starts (set in main)
 
     def note_interrupted(self):
         """main.py ended (Ctrl-C): tell the host what ran, for the REPL after."""
@@ -194,6 +195,9 @@ def main():
         return None
     import gc
     gc.collect()
+    # what this script (a board's C ROM) holds when boot.py starts, without the
+    # emulated ROM partitions' mapping (flash on a board): heap figures subtract both
+    host.rom_script = gc.mem_alloc() - host.rom_heap
     print("vboard: %s power-on (%s), %d bytes of heap free" % (o["--id"], o["--cause"], gc.mem_free()))
     try:
         _run("boot")
