@@ -466,33 +466,20 @@ def _purge(path):
 
 
 def _rom(slot, root, path, info):
-    # The slot's ROMFS image mounted at /rom when the board has ROM partitions
-    # and the image checks out (bootrom.py, compiled only then and dropped
-    # after); False: the slot runs from its files, as without ROM partitions.
-    h = sys.modules.get("_vboard")
-    if getattr(h, "rom_ioctl", None) is None:
+    # True when the slot's ROMFS image is mounted at /rom (bootrom.py: only
+    # on boards with ROM partitions, dropped after); else the files run
+    if getattr(sys.modules.get("_vboard"), "rom_ioctl", None) is None:
         import vfs
         if not hasattr(vfs, "rom_ioctl"):
             return False
     try:
         import bootrom
-        ok, why = bootrom.mount(slot, root, path)
-    except Exception as e:  # noqa: a bad ROM never stops a boot
-        ok, why = False, "bootrom: %r" % (e,)
+        ok = bootrom.boot(slot, root, path, info)
+    except Exception:  # noqa: a bad ROM never stops a boot
+        ok = False
     sys.modules.pop("bootrom", None)
     _ev_done()
-    info["rom"] = True if ok else why
-    print("boot: slot %s code from %s" % (slot, "ROM" if ok else "files (%s)" % why))
     return ok
-
-
-def _rom_off():
-    import vfs
-    try:
-        vfs.umount(_ROM)
-    except OSError:
-        pass
-    return False
 
 
 def _note(root, reason, slot, info):
@@ -582,7 +569,9 @@ def _import(path, rom=False):
             err = e
             _purge(path)
             if rom and not isinstance(e, MemoryError):
-                rom = _rom_off()
+                rom = False
+                import vfs
+                vfs.umount(_ROM)
             gc.collect()
     return None, err
 

@@ -145,3 +145,11 @@ def mount(slot, root, path, build=True):
         except Exception:
             pass
         return False, "mount: %r" % (e,)
+
+
+def boot(slot, root, path, info):
+    # boot.main()'s hook: mount, note the outcome in info and on the console
+    ok, why = mount(slot, root, path)
+    info["rom"] = True if ok else why
+    print("boot: slot %s code from %s" % (slot, "ROM" if ok else "files (%s)" % why))
+    return ok

@@ -65,20 +65,6 @@ class _Base:
         self.writes += 1
         return True
 
-    def external(self, n):
-        """The gate of another flash on the same power rail (simrom's ROM
-        partitions): (bytes applied, cut) for an operation of n bytes, counted
-        with this device's writes and cuts."""
-        if self.dead:
-            return 0, False
-        if self._cut:
-            self._cut -= 1
-            if self._cut == 0:
-                self.dead = True
-                return min(self._torn, n), True
-        self.writes += 1
-        return n, False
-
     def readblocks(self, block, buf, off=0):
         if not 0 <= block < self.block_count or off + len(buf) > self.block_size:
             raise OSError(22)

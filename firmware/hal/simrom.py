@@ -13,13 +13,29 @@
 # returns (bytes that reach the flash, cut): normally (n, False); (k, True)
 # when the power goes during it (k torn bytes are applied, then PowerCut);
 # (0, False) once the power is off (dropped quietly). A virtual board passes
-# its flash's simflash gate (external()): one power rail, one cut counter.
+# flash_gate(its simflash device): one power rail, one cut counter.
 from firmware.hal.simflash import PowerCut
 
 _ERASED = 0xFF
 _FF = b"\xff" * 256
 _BLOCK = 4096
 _MIN_WRITE = 4
+
+
+def flash_gate(dev):
+    # the gate of a ROM partition on the same power rail as simflash device
+    # dev: its writes and its armed cut (cut_after) count for both
+    def gate(n):
+        if dev.dead:
+            return 0, False
+        if dev._cut:
+            dev._cut -= 1
+            if dev._cut == 0:
+                dev.dead = True
+                return min(dev._torn, n), True
+        dev.writes += 1
+        return n, False
+    return gate
 
 
 def _erase(mv):

@@ -1,6 +1,6 @@
 # mptest: heapsize=160K prep=tests.prep.bundles:make
 # Heap: boot.py and bootrom.py/bootev.py are compiled from source here (as on
-# a board) beside the test's own modules and two 16 KB emulated partitions
+# a board) beside the test's own modules and two 8 KB emulated partitions
 # (flash on a board); 128K (test_bootrec's cap) is short of that on mp64.
 # ROMFS slots (bootrom.py, firmware/ota/romslot.py, firmware/hal/simrom.py):
 # boot.main() runs the selected slot's code from its ROM image when that
@@ -16,7 +16,7 @@ from firmware.hal import simflash, simrom
 
 R = None
 ROM = None
-_SIZE = 16 * 1024
+_SIZE = 8 * 1024
 
 
 class _Host:
@@ -34,7 +34,11 @@ def teardown():
         ROM.close()
         ROM = None
     sys.modules.pop("_vboard", None)
-    boot._rom_off()
+    try:
+        import vfs
+        vfs.umount("/rom")
+    except OSError:
+        pass
     boot._purge(R + "slots/a")
     boot._purge(R + "slots/b")
     simflash.rmtree(R[:-1])

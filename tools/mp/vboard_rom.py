@@ -180,8 +180,8 @@ def main():
         except ValueError:
             host.interrupted = {"agent": None, "session": None}
     if o["--rom"]:
-        from firmware.hal.simrom import SimRom
-        rom = SimRom(o["--rom"].split(","), int(o["--rom-size"]), gate=flash.external, create=True)
+        from firmware.hal.simrom import SimRom, flash_gate
+        rom = SimRom(o["--rom"].split(","), int(o["--rom-size"]), gate=flash_gate(flash), create=True)
         host.rom_ioctl = rom.ioctl
         host.rom_heap = rom.heap_cost()
     _purge_host_modules()
