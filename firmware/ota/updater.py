@@ -709,6 +709,9 @@ class UpdateJob:
         # has one (docs/memory.md "ROMFS slots"); never fails the update: the
         # slot then boots from its files (or bootrom.py builds it at boot)
         import sys
+        import vfs
+        if getattr(sys.modules.get("_vboard"), "rom_ioctl", None) is None and not hasattr(vfs, "rom_ioctl"):
+            return                          # no ROM partitions: nothing loaded
         try:
             from firmware.ota import romslot
             io = romslot.own_partition(slot)
