@@ -1,6 +1,6 @@
 # mptest: heapsize=112K prep=tests.prep.bundles:make
 # Heap: compiling boot.py (source, as on a board) with its ROMFS hook beside
-# this module peaks above 96K on mp64 (smallest passing: 104K; mp32 passes at 96K).
+# this module peaks above 96K on mp64 (smallest passing there: 104K).
 # A/B slots (firmware/ota/slots.py): install, manifest, verify, wipe, heap.
 import os
 import gc
