@@ -242,9 +242,13 @@ class UpdateJob:
         # none -> the fetcher refuses (fail closed)
         if not url.startswith("https:"):
             return None
+        path = _p(self.root, CA_FILE)
         try:
-            with open(_p(self.root, CA_FILE), "rb") as f:
-                return f.read(4096) or None
+            n = os.stat(path)[6]
+            if not 0 < n <= 4096:
+                return None
+            with open(path, "rb") as f:
+                return f.read(n) or None    # its own size: no 4 KB block on a fragmented heap
         except OSError:
             return None
 
