@@ -409,7 +409,7 @@ class Agent:
 
     def _on_fw_status(self, status, rid=None, progress=None, reason=None):
         if self.ocpp is not None:
-            self.ocpp.firmware_status(status, rid)
+            self.ocpp.firmware_status(status, rid, why=reason)
         if self.link is not None:
             self.link.publish("firmware", report.firmware(status, rid, progress, reason), True, 1)
 

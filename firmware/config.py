@@ -63,6 +63,7 @@ DEFAULTS = {
         "charge_box_id": None,  # None: device_id; the board connects to <url>/<charge_box_id>
         "auth_key": None,     # HTTP Basic password (security profile 1/2)
         "ca": None,           # path of the CSMS CA certificate (PEM or DER) for wss://
+        "signed_updates_only": False,  # True: UpdateFirmware refused, SignedUpdateFirmware only
     },
     "telemetry_ms": 10000,
     "ha_discovery": True,     # Home Assistant MQTT discovery configs (firmware/hadisco.py)
@@ -168,6 +169,7 @@ _OCPP = {
     "charge_box_id": lambda v: _str(v, 1, 48, none=True, safe=True),
     "auth_key": lambda v: _str(v, 8, 64, none=True),
     "ca": lambda v: _str(v, 1, 128, none=True),
+    "signed_updates_only": _bool,
 }
 _GROUPS = {"mqtt": _MQTT, "health": _HEALTH, "ocpp": _OCPP}
 

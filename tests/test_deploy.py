@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tools import bundle as hostbundle
-from tools import deploy, keys, mpunix, release
+from tools import certs, deploy, keys, mpunix, release
 from tools.vboard import VBoard
 
 MPREMOTE = deploy.mpremote_path()
@@ -174,7 +174,7 @@ def test_deploy_to_an_empty_board_and_it_boots_the_release(kit, board):
 
 
 @pytest.mark.parametrize("case", ["wrong_board", "wrong_mpy", "bad_signature", "no_lib",
-                                  "bad_config", "dry_run"])
+                                  "bad_config", "dry_run", "bad_mfr_root"])
 def test_refusals_leave_the_board_unchanged(kit, board, case, tmp_path):
     before = _snapshot(board)
     assert "/slots/a/MANIFEST" in before
@@ -187,6 +187,11 @@ def test_refusals_leave_the_board_unchanged(kit, board, case, tmp_path):
         rel, want = kit["tampered"], "does not verify against the trusted key"
     elif case == "no_lib":
         kw["lib_dir"], want = str(tmp_path), "make deps"
+    elif case == "bad_mfr_root":
+        # an OCPP Manufacturer root must be a CA (a signing certificate is not)
+        rc, rk = certs.make_root(str(tmp_path / "pki"))
+        sc, _ = certs.make_signing(str(tmp_path / "pki"), rc, rk)
+        kw["ocpp_mfr_root"], want = sc, "--ocpp-mfr-root: .* not a CA certificate"
     elif case == "bad_config":
         extra = tmp_path / "extra.json"
         extra.write_text(json.dumps({"max_current_a": 500}))
@@ -202,9 +207,9 @@ def test_refusals_leave_the_board_unchanged(kit, board, case, tmp_path):
             _deploy(kit, board, rel, **kw)
         assert "unchanged" in ei.value.state
         # refused after the probe (which interrupts the agent): the agent runs again, and it says so
-        probed = case not in ("no_lib", "bad_signature")
+        probed = case not in ("no_lib", "bad_signature", "bad_mfr_root")
         assert (deploy.RESTARTED in ei.value.state) == probed
-    probed = case not in ("no_lib", "bad_signature")
+    probed = case not in ("no_lib", "bad_signature", "bad_mfr_root")
     if probed:
         _boots_version(board, "1.2.0", "a")      # not left at the REPL, offline: it booted again
     after = _snapshot(board)
@@ -249,10 +254,14 @@ def test_redeploy_on_a_deployed_board(kit, board):
     assert r["board_source"] == "/config.json on the board"
     assert r["slot"] == "b", "the inactive slot; slot a stays as the fallback"
     _boots_version(board, "1.3.0", "b")
-    r = _deploy(kit, board, kit["newer"], slot="b")          # again, into the running slot
+    # again, into the running slot, with the OCPP Manufacturer root (--ocpp-mfr-root)
+    rc, _ = certs.make_root(os.path.join(kit["dir"], "mfr"))
+    r = _deploy(kit, board, kit["newer"], slot="b", ocpp_mfr_root=rc)
     assert r["slot"] == "b" and r["record"]["active"] == "b"
     assert r["config"]["mqtt"] == {"host": "127.0.0.1", "port": 1883}, "kept from the board's config"
     _boots_version(board, "1.3.0", "b")
     snap = _snapshot(board)
     assert "/slots/a/MANIFEST" in snap and "/slots/b/MANIFEST" in snap
     assert not any(p.startswith("/_deploy") or p.endswith(".img") for p in snap)
+    m0 = certs.certstore_file(rc)                            # DER + CRC-32 (firmware/ocpp/certstore.py)
+    assert snap["/ocpp/certs/M0.der"] == (len(m0), hashlib.sha256(m0).hexdigest())

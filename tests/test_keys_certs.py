@@ -126,6 +126,21 @@ def test_certs_root_signing_and_file_signature(tmp_path):
     assert p.returncode == 2 and "REJECTED" not in p.stderr and "Traceback" not in p.stderr
     p = run("certs", "root", "--out", tmp_path / "r")            # bad input: exit 2
     assert p.returncode == 2 and "refusing to overwrite" in p.stderr
+    # one command for the release engineer: signature + certificate for the CSMS
+    fw.write_bytes(os.urandom(3000))
+    p = run("certs", "sign-file", "--key", tmp_path / "s" / "signing.key", "--cert",
+            tmp_path / "s" / "signing.pem", "--location", "https://fw.example/evse.img", "--json", fw)
+    assert p.returncode == 0, p.stderr
+    f = json.loads(p.stdout)
+    assert f["location"] == "https://fw.example/evse.img"
+    assert f["signingCertificate"] == (tmp_path / "s" / "signing.pem").read_text()
+    leaf.public_key().verify(base64.b64decode(f["signature"]), fw.read_bytes(), ec.ECDSA(hashes.SHA256()))
+    p = run("certs", "sign-file", "--key", tmp_path / "s" / "signing.key", "--cert",
+            tmp_path / "r" / "root.pem", fw)                     # not the key's certificate
+    assert p.returncode == 2 and "is not the certificate of the key" in p.stderr, p.stderr
+    p = run("certs", "sign-file", "--key", tmp_path / "s" / "signing.key", "--cert",
+            tmp_path / "s" / "signing.pem", fw)
+    assert p.returncode == 0 and "BEGIN CERTIFICATE" in p.stdout and "firmware.signature" in p.stdout
 
 
 def test_certs_signing_by_a_non_root_is_refused_by_the_host_check(tmp_path):

@@ -4,16 +4,16 @@ signature check, install into the other slot, trial boot, health check
 confirmed) and the FirmwareStatusNotifications report it; the next
 BootNotification carries the new version; an update whose trial boot fails
 rolls back and the BootNotification after it carries the old version again,
-with FirmwareStatusNotification InstallationFailed. SignedUpdateFirmware fails closed
-(InvalidCertificate + SecurityEventNotification) while this build has no
-X.509 verifier (firmware/ota/x509.py comes with issue 11)."""
+with FirmwareStatusNotification InstallationFailed. The signed update of the
+security whitepaper (SignedUpdateFirmware) is in tests/test_ocpp_signed_fw.py;
+here only its refusal on a board with no Manufacturer root installed."""
 import datetime
 import os
 
 from ocpp.v16 import call
 
 from tests.prep.csms import CSMS
-from tools import keys, release, serve
+from tools import certs, keys, release, serve
 from tools.vboard import VBoard
 
 
@@ -22,7 +22,7 @@ def _now():
         .replace("+00:00", "Z")
 
 
-def test_TC_044_firmware_update_and_signed_update_refused(tmp_path):
+def test_TC_044_firmware_update(tmp_path):
     pem, pub, _ = keys.keygen(str(tmp_path / "keys" / "rel"))
     out = tmp_path / "rel"
     img, _, _ = release.build(pem, "0.2.0", "sim", out=str(out))
@@ -35,13 +35,19 @@ def test_TC_044_firmware_update_and_signed_update_refused(tmp_path):
         boot = cs.wait(lambda: cs.calls("BootNotification", "cpf"), 30)[0]
         assert boot["firmwareVersion"] == "0.1.0"
         cs.wait(lambda: cs.calls("StatusNotification", "cpf"))
-        r = cs.call("cpf", call.SignedUpdateFirmware(request_id=7, firmware={
-            "location": "http://127.0.0.1:%d/%s" % (port, os.path.basename(img)),
-            "retrieveDateTime": _now(), "signingCertificate": "-----BEGIN CERTIFICATE-----\nAA==\n"
-            "-----END CERTIFICATE-----\n", "signature": "AA=="}))
+        # a well-formed signed request, but this board trusts no Manufacturer
+        # root: InvalidCertificate + SecurityEventNotification, no job
+        rc, rk = certs.make_root(str(tmp_path / "pki"))
+        sc, sk = certs.make_signing(str(tmp_path / "pki"), rc, rk)
+        fields = certs.release_signature(sk, sc, img)
+        r = cs.call("cpf", call.SignedUpdateFirmware(request_id=7, firmware=dict(
+            fields, location="http://127.0.0.1:%d/%s" % (port, os.path.basename(img)),
+            retrieveDateTime=_now())))
         assert r.status == "InvalidCertificate"
-        ev = cs.wait(lambda: cs.calls("SecurityEventNotification", "cpf"))[0]
-        assert ev["type"] == "InvalidFirmwareSigningCertificate"
+        ev = cs.wait(lambda: [e for e in cs.calls("SecurityEventNotification", "cpf")
+                              if e["type"] != "StartupOfTheDevice"])[0]
+        assert ev["type"] == "InvalidFirmwareSigningCertificate" and "no Manufacturer root" in ev["techInfo"]
+        assert b.get()["firmware"] == "Idle" and not cs.calls("SignedFirmwareStatusNotification", "cpf")
         boots = b.boots
         cs.call("cpf", call.UpdateFirmware(
             location="http://127.0.0.1:%d/%s" % (port, os.path.basename(img)), retrieve_date=_now()))

@@ -1,7 +1,7 @@
 """The OCPP link at the heap budget (96K, and the 32-bit build when
 MICROPYTHON points at it): the real agent with a SimBoard in the unix port
 runs a whole charging session against the `ocpp` CSMS at the smallest heap it
-fits today (120K on the 32-bit build: above the 96K budget, see docs/ocpp.md).
+fits today (126K on the 32-bit build: above the 96K budget, see docs/ocpp.md).
 The retained heap of the link (agent with OCPP minus agent without) and the
 smallest free heap seen are printed (figures for docs/ocpp.md), the session
 must complete and the CSMS must see every message schema-valid."""
@@ -76,7 +76,10 @@ def _mpy(tmp_path):
 
 
 def _heap():
-    # 32-bit build: the design budget is 96K, but agent + OCPP link needs 120K today
+    # 32-bit build: the design budget is 96K, but agent + OCPP link needs 126K today
+    # (120K before the security whitepaper's certificates and event queue, +0.8 KB of
+    # link.py bytecode, and the OfflineFallbackTimeout / RemoteStart-profile hooks,
+    # +0.37 KB; sec.py, events.py and quiet.py are loaded per use)
     # (docs/ocpp.md, "Heap"). It was 112K before the charging-safety, update-path
     # and HA-discovery branches were merged (a bigger agent; health.boot_report
     # at start reads the boot record through boot.py), although the link shrank by
@@ -87,7 +90,7 @@ def _heap():
         return os.environ["OCPP_HEAP"]
     r = subprocess.run([mpunix.binary(), "-c", "import sys; print(sys.maxsize)"],
                        capture_output=True, text=True, timeout=30)
-    return "120K" if int(r.stdout) < 2 ** 32 else "176K"
+    return "126K" if int(r.stdout) < 2 ** 32 else "176K"
 
 
 def _run(tmp_path, url, heap=None):

@@ -123,3 +123,58 @@ def test_bad_profiles_are_refused_and_change_nothing(env):
     assert r[:3] == [4, "s2", "OccurenceConstraintViolation"]
     assert b.get()["offered_a"] == 32
     b.control("unplug")
+
+
+def test_TC_060_remote_start_with_a_profile_that_is_not_a_tx_profile_is_rejected(env):
+    b, cs = env
+    n = len(cs.calls("StartTransaction", "cps"))
+    for bad in (_profile(20, "TxDefaultProfile", [(0, 8)], kind="Relative"),
+                _profile(21, "TxProfile", [(0, 8)], kind="Relative", transactionId=7)):
+        r = cs.call("cps", call.RemoteStartTransaction(id_tag="RS0", connector_id=1, charging_profile=bad))
+        assert r.status == "Rejected", bad
+    bad = _profile(22, "TxProfile", [(3, 8)], kind="Relative")    # first period must start at 0
+    r = cs.raw("cps", [2, "rs1", "RemoteStartTransaction", {"connectorId": 1, "idTag": "RS0",
+                                                             "chargingProfile": bad}])
+    assert r[:3] == [4, "rs1", "PropertyConstraintViolation"]
+    # nothing changed: no authorization for RS0, no profile waiting
+    b.control("plug", state="C", max_current_a=32)
+    st = cs.wait(lambda: cs.calls("StartTransaction", "cps")[n:])[0]
+    assert st["idTag"] == "local"
+    _offer(b, 32)
+    b.control("unplug")
+    b.wait_for({"session_active": False}, 10)
+    cs.wait(lambda: len(cs.calls("StopTransaction", "cps")) > n, 20)
+
+
+def test_TC_059_remote_start_with_a_tx_profile_and_the_csms_going_quiet(env):
+    b, cs = env
+    prof = _profile(30, "TxProfile", [(0, 10)], kind="Relative")
+    r = cs.call("cps", call.RemoteStartTransaction(id_tag="RS1", connector_id=1, charging_profile=prof))
+    assert r.status == "Accepted"
+    b.control("plug", state="C", max_current_a=32)
+    tid = cs.tx_id("RS1")
+    _offer(b, 10)
+    assert b.get()["source"] == "ocpp"
+    comp = cs.call("cps", call.GetCompositeSchedule(connector_id=1, duration=300))
+    assert comp.status == "Accepted"
+    assert comp.charging_schedule["charging_schedule_period"] == [{"start_period": 0, "limit": 10.0}]
+    # OfflineFallbackTimeout: a CSMS quiet for 3 s caps the offer at the installer's
+    # fallback (6 A); the TxProfile stays in force, and applies again once it is heard
+    assert cs.call("cps", call.ChangeConfiguration(key="OfflineFallbackTimeout", value="3")).status \
+        == "Accepted"
+    cs.stop()
+    b.wait_for(lambda: b.get()["source"] == "fallback" and b.get()["offered_a"] == 6, 20,
+               what="the fallback while the CSMS is quiet")
+    assert b.get()["relay"], "charging goes on at the fallback"
+    cs.start()
+    _offer(b, 10, 30)
+    assert b.get()["source"] == "ocpp"
+    assert cs.call("cps", call.ChangeConfiguration(key="OfflineFallbackTimeout", value="0")).status \
+        == "Accepted"
+    assert cs.call("cps", call.RemoteStopTransaction(transaction_id=tid)).status == "Accepted"
+    stop = cs.wait(lambda: [s for s in cs.calls("StopTransaction", "cps") if s["transactionId"] == tid], 20)
+    assert stop[0]["reason"] == "Remote"
+    # the TxProfile ended with its transaction
+    comp = cs.call("cps", call.GetCompositeSchedule(connector_id=1, duration=300))
+    assert comp.charging_schedule["charging_schedule_period"][0]["limit"] != 10.0
+    b.control("unplug")

@@ -1,7 +1,12 @@
 """Host tools that point a board at a CSMS (CONTRACT): `evsectl vboard --ocpp URL`
 (new and existing flash) and `evsectl deploy --ocpp URL --ocpp-auth-key K`
 (the config it writes, checked by firmware/config.py's rules)."""
-from tools import deploy, provision
+import os
+import subprocess
+
+import pytest
+
+from tools import certs, deploy, mpunix, provision
 from tools.vboard import VBoard
 
 
@@ -36,3 +41,36 @@ def test_deploy_help_lists_the_ocpp_options(capsys):
         deploy.main(["--help"])
     out = capsys.readouterr().out
     assert "--ocpp URL" in out and "--ocpp-auth-key K" in out
+
+
+def _read_flash(img, path):
+    # a file of a flash image, read by MicroPython's own LittleFS
+    code = ("import sys, vfs\nfrom firmware.hal.simflash import FileBlockDevice\n"
+            "d = FileBlockDevice(sys.argv[1], 4096)\n"
+            "vfs.mount(vfs.VfsLfs2(d, readsize=32, progsize=32, lookahead=32), '/f')\n"
+            "print(open('/f/' + sys.argv[2], 'rb').read().hex())\n")
+    script = os.path.join(os.path.dirname(img), "read.py")
+    with open(script, "w") as f:
+        f.write(code)
+    p = subprocess.run(mpunix.argv(script, img, path, heap="1M"), env=mpunix.env(),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return bytes.fromhex(p.stdout.strip())
+
+
+def test_vboard_ocpp_mfr_root_on_a_new_and_an_existing_flash(tmp_path):
+    r1, k1 = certs.make_root(str(tmp_path / "r1"))
+    r2, _ = certs.make_root(str(tmp_path / "r2"), cn="Second Root")
+    d = str(tmp_path / "vbm")
+    os.makedirs(d)
+    VBoard(d, id="vbm", ocpp="ws://127.0.0.1:9000/ocpp", ocpp_mfr_root=r1)._prepare_flash()
+    m0 = _read_flash(d + "/flash.img", "ocpp/certs/M0.der")
+    assert m0 == certs.certstore_file(r1)
+    VBoard(d, id="vbm", ocpp_mfr_root=r2)._prepare_flash()       # existing flash: replaced
+    assert _read_flash(d + "/flash.img", "ocpp/certs/M0.der") == certs.certstore_file(r2)
+    # not a CA (a signing certificate), or not a certificate: refused, the flash keeps r2
+    sc, _ = certs.make_signing(str(tmp_path / "s"), r1, k1)
+    for bad, words in ((sc, "not a CA certificate"), (k1, "not a PEM or DER certificate")):
+        with pytest.raises(ValueError, match=words):
+            VBoard(d, id="vbm", ocpp_mfr_root=bad)._prepare_flash()
+    assert _read_flash(d + "/flash.img", "ocpp/certs/M0.der") == certs.certstore_file(r2)

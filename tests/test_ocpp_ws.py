@@ -25,8 +25,12 @@ from firmware.ocpp import ws as W
 url, path, auth, ca, script = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 cad = None
 if ca != "-":
-    with open(ca, "rb") as f:
-        cad = f.read()
+    cad = []
+    for name in ca.split(","):
+        with open(name, "rb") as f:
+            cad.append(f.read())
+    if len(cad) == 1:
+        cad = cad[0]
 w = W.WS(in_max=1024)
 now = time.ticks_ms()
 w.open(url, path, now, protocol="ocpp1.6", auth=auth.encode() if auth != "-" else None, ca=cad)
@@ -38,7 +42,7 @@ while time.ticks_diff(end, time.ticks_ms()) > 0:
     try:
         m = w.poll(now)
     except W.WSError as e:
-        print(json.dumps({"error": str(e), "oversize": w.oversize, "pongs": w.pongs}))
+        print(json.dumps({"error": str(e), "oversize": w.oversize, "pongs": w.pongs, "fail": w.fail}))
         break
     if w.is_open and not sent:
         sent = True
@@ -138,7 +142,8 @@ def test_upgrade_auth_subprotocol_echo_ping_and_close(tmp_path):
 def test_bad_basic_auth_is_a_refused_upgrade(tmp_path):
     with Server(auth="cp1:s3cret") as s:
         ev = _client(tmp_path, "ws://127.0.0.1:%d" % s.port, auth="cp1:wrong")
-    assert ev == [{"error": "upgrade refused: HTTP/1.1 401 Unauthorized", "oversize": 0, "pongs": 0}]
+    assert ev == [{"error": "upgrade refused: HTTP/1.1 401 Unauthorized", "oversize": 0, "pongs": 0,
+                   "fail": "auth"}]
 
 
 def test_server_without_the_ocpp_subprotocol_is_refused(tmp_path):
@@ -188,5 +193,8 @@ def test_wss_with_the_ca_and_with_a_wrong_ca(tmp_path):
         other.write_bytes(x509.load_pem_x509_certificate(open(certs["other_ca.pem"], "rb").read())
                           .public_bytes(serialization.Encoding.DER))
         ev = _client(tmp_path, "wss://127.0.0.1:%d" % s.port, ca=str(other))
+        # several trust anchors (the installer's and those installed over OCPP): any one may verify
+        both = _client(tmp_path, "wss://127.0.0.1:%d" % s.port, ca="%s,%s" % (other, certs["ca.der"]))
     assert ev == [{"error": "TLS: The certificate is not correctly signed by the trusted CA",
-                   "oversize": 0, "pongs": 0}]
+                   "oversize": 0, "pongs": 0, "fail": "cert"}]
+    assert [e["msg"] for e in both if "msg" in e] == ["hello", "bye"]

@@ -4,6 +4,8 @@ the OCPP firmware signature of a file, for tests and small fleets.
     evsectl certs root    --out DIR [--name CN] [--org O] [--days N] [--type ecdsa-p256|ed25519]
     evsectl certs signing --root DIR/root.pem --root-key DIR/root.key --out DIR2 [--name CN] [--days N]
     evsectl certs sign-file --key DIR2/signing.key FILE      -> base64 signature on stdout
+    evsectl certs sign-file --key DIR2/signing.key --cert DIR2/signing.pem [--location URL] [--json] FILE
+                                                      -> signature + certificate for the CSMS
     evsectl certs verify-file --cert DIR2/signing.pem --root DIR/root.pem --signature B64 FILE
 
 The root is a self-signed CA (basicConstraints cA, pathLen 0, keyUsage
@@ -161,6 +163,50 @@ def sign_file(key_path, path):
     return sign_bytes(load_key(key_path), data)
 
 
+MFR_ROOT_PATH = "ocpp/certs/M0.der"   # on the board's flash (firmware/ocpp/certstore.py)
+
+
+def certstore_file(path):
+    """The bytes of a Manufacturer root as firmware/ocpp/certstore.py stores
+    it (DER + big-endian CRC-32 of the DER) from a PEM or DER file. Refuses
+    (ValueError) a certificate that is not a CA or has a key the device
+    cannot check (P-256 and Ed25519 only)."""
+    import zlib
+    try:
+        cert = load_cert(path)
+    except ValueError as e:
+        raise ValueError("%s: not a PEM or DER certificate (%s)" % (path, e))
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise ValueError("%s: not a CA certificate (basicConstraints cA): a Manufacturer root "
+                         "issues the firmware signing certificates" % path)
+    pub = cert.public_key()
+    if not (isinstance(pub, ec.EllipticCurvePublicKey) and pub.curve.name == "secp256r1"
+            or isinstance(pub, ed25519.Ed25519PublicKey)):
+        raise ValueError("%s: key type not supported on the device (P-256 or Ed25519)" % path)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if len(der) > 4096:
+        raise ValueError("%s: certificate larger than 4096 bytes" % path)
+    return der + (zlib.crc32(der) & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+def release_signature(key_path, cert_path, path):
+    """What the CSMS operator pastes into SignedUpdateFirmware for the file at
+    `path`: {"signature": base64, "signingCertificate": PEM text}. The
+    certificate must be the one of the key (checked)."""
+    key = load_key(key_path)
+    cert = load_cert(cert_path)
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, pub) != \
+            cert.public_key().public_bytes(serialization.Encoding.DER, pub):
+        raise ValueError("%s is not the certificate of the key %s" % (cert_path, key_path))
+    return {"signature": sign_file(key_path, path),
+            "signingCertificate": cert.public_bytes(serialization.Encoding.PEM).decode()}
+
+
 class Rejected(ValueError):
     """verify_file's answer "no" (the check ran, the file or certificate
     failed it), as opposed to bad input (unreadable files, bad base64)."""
@@ -211,6 +257,12 @@ def build_parser(p=None):
     s.add_argument("--force", action="store_true", help="overwrite existing files")
     s = sub.add_parser("sign-file", help="print the OCPP firmware signature (base64) of a file")
     s.add_argument("--key", required=True, help="signing private key (PEM)")
+    s.add_argument("--cert", default=None,
+                   help="signing certificate (PEM): also print it, and the SignedUpdateFirmware "
+                        "firmware fields, for the CSMS")
+    s.add_argument("--location", default=None,
+                   help="with --cert: the URL the charger downloads the file from")
+    s.add_argument("--json", action="store_true", help="with --cert: one JSON object")
     s.add_argument("file")
     s = sub.add_parser("verify-file", help="check a file's signature and its certificate (host side)")
     s.add_argument("--cert", required=True, help="signing certificate (PEM)")
@@ -230,7 +282,22 @@ def main(a):
         print("signing certificate : %s  (sent with SignedUpdateFirmware)" % cp)
         print("signing key         : %s  (keep it secret)" % kp)
     elif a.certs_cmd == "sign-file":
-        print(sign_file(a.key, a.file))
+        if a.cert is None:
+            print(sign_file(a.key, a.file))
+            return 0
+        r = release_signature(a.key, a.cert, a.file)
+        if a.location:
+            r["location"] = a.location
+        if a.json:
+            import json
+            print(json.dumps(r, indent=1))
+            return 0
+        print("signature (SignedUpdateFirmware firmware.signature):")
+        print(r["signature"])
+        print("signingCertificate (firmware.signingCertificate):")
+        sys.stdout.write(r["signingCertificate"])
+        if a.location:
+            print("location: %s" % a.location)
     elif a.certs_cmd == "verify-file":
         # exit 1 when the check says no (as `evsectl verify`); bad input
         # raises on to evsectl: one line, exit 2

@@ -410,7 +410,7 @@ RESTARTED = "the agent it interrupted was restarted (soft reset)"
 def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=None,
            password=None, tls_ca=None, config=None, slot=None, dry_run=False, yes=True,
            reset=True, reset_config=False, lib_dir=None, log=print, mpremote=None, force=False,
-           ocpp=None, ocpp_auth_key=None):
+           ocpp=None, ocpp_auth_key=None, ocpp_mfr_root=None):
     """Deploy `release` (.json or .img) to the board on `port`. Returns a dict
     (plan and result). Raises DeployError (message + .state) on refusal/failure.
 
@@ -423,7 +423,7 @@ def deploy(port, release, key_pubs, device_id, board=None, broker=None, user=Non
     try:
         r = _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, password, tls_ca,
                     config, slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force,
-                    ocpp, ocpp_auth_key)
+                    ocpp, ocpp_auth_key, ocpp_mfr_root)
     except DeployError as e:
         if ctx.get("interrupted") and e.state.startswith(UNCHANGED):
             e.state += "; " + _restart(ctx["board"], log)
@@ -449,7 +449,8 @@ def _restart(b, log):
 
 
 def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, password, tls_ca, config,
-            slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force, ocpp, ocpp_auth_key):
+            slot, dry_run, yes, reset, reset_config, lib_dir, log, mpremote, force, ocpp, ocpp_auth_key,
+            ocpp_mfr_root=None):
     lib_dir = lib_dir or os.path.join(ROOT, "lib")
     n_steps = 6
     step = [0]
@@ -484,6 +485,15 @@ def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, passwo
         raise DeployError("REFUSED: --slot must be a or b")
     if tls_ca and not os.path.isfile(tls_ca):
         raise DeployError("REFUSED: no such CA file: %s" % tls_ca)
+    mfr_root = None
+    if ocpp_mfr_root:
+        # the OCPP Manufacturer root, in firmware/ocpp/certstore.py's format
+        from tools import certs
+        try:
+            mfr_root = certs.certstore_file(ocpp_mfr_root)
+        except (OSError, ValueError) as e:
+            raise DeployError("REFUSED: --ocpp-mfr-root: %s" % e)
+        log("      OCPP Manufacturer root %s -> /%s" % (ocpp_mfr_root, certs.MFR_ROOT_PATH))
     extra = None
     if config:
         try:
@@ -642,6 +652,12 @@ def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, passwo
         if tls_ca:
             shutil.copyfile(tls_ca, os.path.join(st, "root", ca_board[1:]))
             root_files.append(ca_board[1:])
+        if mfr_root is not None:
+            from tools import certs
+            os.makedirs(os.path.join(st, "root", "ocpp", "certs"), exist_ok=True)
+            with open(os.path.join(st, "root", *certs.MFR_ROOT_PATH.split("/")), "wb") as f:
+                f.write(mfr_root)
+            root_files.append(certs.MFR_ROOT_PATH)
         lib_out, stale = _stage_lib(lib_dir, os.path.join(tmp, "libstage"), pr["mpy"], log)
         img_board = "/slots/%s.img" % slot
         args = {"slot": slot, "image": img_board, "keys": TMP + "/root/trust/keys.bin",
@@ -812,6 +828,9 @@ def main(argv=None):
                          "URL/<charge box id>)")
     ap.add_argument("--ocpp-auth-key", default=None, metavar="K",
                     help="OCPP Basic auth key (ocpp.auth_key: charge_box_id:K)")
+    ap.add_argument("--ocpp-mfr-root", default=None, metavar="PEM",
+                    help="OCPP Manufacturer root certificate (PEM or DER) that the signing "
+                         "certificates of SignedUpdateFirmware must chain to (/ocpp/certs/M0.der)")
     ap.add_argument("--config", default=None, help="JSON file merged into /config.json")
     ap.add_argument("--reset-config", action="store_true",
                     help="start from the defaults instead of the board's current /config.json")
@@ -827,7 +846,8 @@ def main(argv=None):
         deploy(a.port, a.release, a.key_pub, a.id, board=a.board, broker=a.broker, user=a.user,
                password=a.password, tls_ca=a.tls_ca, config=a.config, slot=a.slot,
                dry_run=a.dry_run, yes=a.yes, reset=not a.no_reset, reset_config=a.reset_config,
-               force=a.force, ocpp=a.ocpp, ocpp_auth_key=a.ocpp_auth_key)
+               force=a.force, ocpp=a.ocpp, ocpp_auth_key=a.ocpp_auth_key,
+               ocpp_mfr_root=a.ocpp_mfr_root)
     except DeployError as e:
         sys.stderr.write("evsectl deploy: %s\n  board state: %s\n" % (e, e.state))
         return 1

@@ -100,9 +100,18 @@ def read_keys(paths):
     return b"".join(keys.load_public(p) for p in paths)
 
 
+def _put(dirpath, files):
+    for rel, data in (files or {}).items():
+        p = os.path.join(dirpath, *rel.split("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+
+
 def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mpy=True,
-          src=None, lib=None):
-    """Write the tree that goes onto the flash into dirpath."""
+          src=None, lib=None, files=None):
+    """Write the tree that goes onto the flash into dirpath. files: {path on
+    the flash: bytes} written beside it (e.g. a CA certificate for ocpp.ca)."""
     for name in ("boot.py", "bootev.py", "bootrom.py", "main.py"):
         shutil.copy2(os.path.join(ROOT, name), os.path.join(dirpath, name))
     libsrc = lib or os.path.join(ROOT, "lib")
@@ -117,19 +126,24 @@ def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mp
         f.write(keys if isinstance(keys, (bytes, bytearray)) else read_keys(keys))
     cfg = _merge(default_config(device_id, board, broker), config)
     write_config(dirpath, cfg)
+    for rel, data in (files or {}).items():
+        p = os.path.join(dirpath, rel.lstrip("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
     return cfg
 
 
 def provision(image, device_id, board="sim", broker=None, config=None, keys=(),
               version=DEFAULT_VERSION, mpy=True, block_size=BLOCK_SIZE,
-              block_count=BLOCK_COUNT, src=None, lib=None):
+              block_count=BLOCK_COUNT, src=None, lib=None, files=None):
     """Create (or overwrite) the flash image `image`. Returns the config written.
     `keys`: raw key bytes, or paths of key files. `config`: overrides merged
     into the default configuration."""
     if not device_id or not isinstance(device_id, str):
         raise ValueError("device id must be a non-empty string")
     with tempfile.TemporaryDirectory(prefix="vboard-stage-") as tmp:
-        cfg = stage(tmp, device_id, board, broker, config, keys, mpy, src, lib)
+        cfg = stage(tmp, device_id, board, broker, config, keys, mpy, src, lib, files)
         tmpimg = image + ".new"
         cmd = mpunix.argv(os.path.join(ROOT, "tools", "mp", "provision_fs.py"), tmpimg, tmp,
                           str(block_size), str(block_count), version, board, heap="2M")
@@ -138,6 +152,18 @@ def provision(image, device_id, board="sim", broker=None, config=None, keys=(),
             raise RuntimeError("provisioning failed (exit %d):\n%s%s" % (p.returncode, p.stdout, p.stderr))
         os.replace(tmpimg, image)
     return cfg
+
+
+def put_files(image, files):
+    """Write {path on the flash: bytes} into an existing flash image (new
+    file, then rename, on the LittleFS)."""
+    with tempfile.TemporaryDirectory(prefix="vboard-put-") as tmp:
+        _put(tmp, files)
+        cmd = mpunix.argv(os.path.join(ROOT, "tools", "mp", "provision_fs.py"), "--put", image, tmp,
+                          heap="1M")
+        p = subprocess.run(cmd, env=mpunix.env(), capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("writing files failed (exit %d):\n%s%s" % (p.returncode, p.stdout, p.stderr))
 
 
 def update_config(image, changes):

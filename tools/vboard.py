@@ -103,13 +103,15 @@ class VBoard:
 
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
-                 wdt_ms=None, blank=False, ocpp=None, romfs=False, rom_parts=ROM_PARTS,
-                 rom_size=ROM_PART_SIZE, flash_blocks=None):
+                 wdt_ms=None, blank=False, ocpp=None, files=None, ocpp_mfr_root=None, romfs=False,
+                 rom_parts=ROM_PARTS, rom_size=ROM_PART_SIZE, flash_blocks=None):
         self.dir = os.path.abspath(dir)
         self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
         self.broker = broker
         self.ocpp = ocpp                 # CSMS URL: written into ocpp.url (new and existing flash)
+        self.files = files               # {path: bytes} put on a new flash (e.g. ocpp.ca)
+        self.ocpp_mfr_root = ocpp_mfr_root  # OCPP Manufacturer root (PEM/DER): ocpp/certs/M0.der
         self.control_port = control_port or free_port()
         self.pty_link = pty_link
         self.heap = heap
@@ -236,6 +238,11 @@ class VBoard:
                 cfg["ocpp"] = dict(cfg.get("ocpp") or {}, url=self.ocpp)
                 if not self.broker and "mqtt" not in cfg:
                     cfg["mqtt"] = {"host": ""}     # OCPP only: no MQTT link
+            files = dict(self.files or {})
+            if self.ocpp_mfr_root:
+                files.update(self._mfr_root())
+            if files:
+                kw["files"] = files
             provision.provision(self.flash, self.id, "sim", self.broker, cfg, self.keys,
                                 mpy=self.mpy, **kw)
         else:
@@ -247,6 +254,12 @@ class VBoard:
                 changes["ocpp"] = {"url": self.ocpp}
             if changes:
                 provision.update_config(self.flash, changes)
+            if self.ocpp_mfr_root:
+                provision.put_files(self.flash, self._mfr_root())
+
+    def _mfr_root(self):
+        from tools import certs
+        return {certs.MFR_ROOT_PATH: certs.certstore_file(self.ocpp_mfr_root)}
 
     def _open_ptys(self):
         # user side: a serial port for mpremote; board side: the process console
@@ -660,6 +673,10 @@ def main(argv=None):
     ap.add_argument("--ocpp", default=None, metavar="URL",
                     help="OCPP 1.6J CSMS (ws://HOST:PORT/PATH or wss://...): the board connects to "
                          "URL/<charge box id>; written into ocpp.url of a new or existing flash")
+    ap.add_argument("--ocpp-mfr-root", default=None, metavar="PEM",
+                    help="OCPP Manufacturer root certificate (PEM or DER) that firmware signing "
+                         "certificates of SignedUpdateFirmware must chain to; written to "
+                         "ocpp/certs/M0.der of a new or existing flash")
     ap.add_argument("--control-port", type=int, default=None,
                     help="TCP port of the control channel on 127.0.0.1 (default: a free one)")
     ap.add_argument("--pty-link", default=None, help="make this path a symlink to the console pty")
@@ -715,7 +732,7 @@ def main(argv=None):
         b = VBoard(a.dir, id=a.id, broker=a.broker, control_port=a.control_port, pty_link=a.pty_link,
                    heap=a.heap, fresh=a.fresh, keys=a.key, config=config,
                    echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank, ocpp=a.ocpp,
-                   romfs=a.romfs)
+                   ocpp_mfr_root=a.ocpp_mfr_root, romfs=a.romfs)
     except ValueError as e:
         ap.error(str(e))
 

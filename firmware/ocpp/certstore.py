@@ -31,11 +31,14 @@ def _crc(b):
 def _read(path):
     # DER of one stored certificate, or None when absent or corrupt
     try:
+        n = os.stat(path)[6]
+        if n < 5 or n > _MAX_DER + 4:
+            return None
         with open(path, "rb") as f:
-            data = f.read(_MAX_DER + 5)
+            data = f.read(n)     # its size, not _MAX_DER: no 4 KB block on a fragmented heap
     except OSError:
         return None
-    if len(data) < 5 or len(data) > _MAX_DER + 4:
+    if len(data) != n:
         return None
     der = data[:-4]
     if _crc(der) != data[-4:]:

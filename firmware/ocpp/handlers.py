@@ -10,6 +10,7 @@ from firmware.ocpp import rpc
 from firmware.ocpp.link import KEYS, MEASURANDS, write_json, join
 
 _LATCHED = ("relay_welded", "rcd_latched")   # cleared on site only, never remotely
+_VENDOR_SIGNED = "SignedUpdatesOnly"          # GetConfiguration only (not in link.KEYS: heap)
 
 
 def _latched(lk):
@@ -20,12 +21,22 @@ def _latched(lk):
 
 
 def RemoteStartTransaction(lk, p):
+    # chargingProfile (OCPP 1.6 5.11): a TxProfile without transactionId, for the
+    # transaction this remote start creates; checked as SetChargingProfile checks
+    # it (malformed: CALLERROR), another purpose or a transactionId: Rejected.
+    # Nothing changes unless the answer is Accepted.
     rpc.only(p, ("connectorId", "idTag", "chargingProfile"))
     tag = rpc.get(p, "idTag", str, hi=20)
     cid = rpc.get(p, "connectorId", int, False)
+    cp = rpc.get(p, "chargingProfile", dict, False)
+    sm = lk.smart if cp is None else lk.smart_on()   # smart charging: kept once a profile came
+    if cp is not None:
+        cp = sm.check(cp)               # malformed: CallError before anything else
     if cid is not None and cid != 1 or lk.inoperative or lk._tx is not None \
             or lk.evse.session is not None or _latched(lk):
         return {"status": "Rejected"}
+    if sm is not None and sm.remote_profile(cp, tag) != "Accepted":
+        return {"status": "Rejected"}   # not a TxProfile, or with a transactionId
     if lk.conf["AuthorizeRemoteTxRequests"]:
         lk.present_tag(tag)
     else:
@@ -82,10 +93,14 @@ def GetConfiguration(lk, p):
     keys = rpc.get(p, "key", list, False)
     known = []
     unknown = []
-    for k in (keys if keys else KEYS):
+    for k in (keys if keys else tuple(KEYS) + (_VENDOR_SIGNED,)):
         if type(k) is not str:
             raise rpc.CallError(rpc.TYPE, "key must be a list of strings")
-        if k in KEYS:
+        if k == _VENDOR_SIGNED:
+            # vendor key, read-only: the installer setting ocpp.signed_updates_only
+            known.append({"key": k, "readonly": True,
+                          "value": "true" if lk.cfg.get("signed_updates_only") else "false"})
+        elif k in KEYS:
             v = lk.conf[k]
             known.append({"key": k, "readonly": KEYS[k][1],
                           "value": ("true" if v else "false") if type(v) is bool else str(v)})
@@ -102,7 +117,7 @@ def ChangeConfiguration(lk, p):
     v = rpc.get(p, "value", str, hi=500)
     d = KEYS.get(k)
     if d is None:
-        return {"status": "NotSupported"}
+        return {"status": "Rejected" if k == _VENDOR_SIGNED else "NotSupported"}
     kind, ro = d[0], d[1]
     if ro:
         return {"status": "Rejected"}
@@ -200,6 +215,11 @@ def UpdateFirmware(lk, p):
     rpc.only(p, ("location", "retrieveDate", "retries", "retryInterval"))
     loc = rpc.get(p, "location", str, hi=512)
     when = rpc.get(p, "retrieveDate", str, hi=40)
+    if lk.cfg.get("signed_updates_only"):
+        # installer setting ocpp.signed_updates_only: only SignedUpdateFirmware
+        lk.security_event("InvalidFirmwareSignature",
+                          "unsigned UpdateFirmware refused: signed updates required")
+        raise rpc.CallError("SecurityError", "signed updates required: use SignedUpdateFirmware")
     req = {"location": loc, "retrieveDateTime": when}
     for k in ("retries", "retryInterval"):
         v = rpc.get(p, k, int, False, lo=0)
@@ -207,29 +227,6 @@ def UpdateFirmware(lk, p):
             req[k] = v
     lk.start_update(req, False)
     return {}
-
-
-def SignedUpdateFirmware(lk, p):
-    # security whitepaper: the signing certificate must chain to the installed
-    # Manufacturer root, checked with firmware/ota/x509.py (issue 11)
-    rpc.only(p, ("requestId", "retries", "retryInterval", "firmware"))
-    rid = rpc.get(p, "requestId", int, lo=0)
-    fw = rpc.get(p, "firmware", dict)
-    rpc.only(fw, ("location", "retrieveDateTime", "installDateTime", "signingCertificate",
-                  "signature"))
-    for k, hi in (("location", 512), ("retrieveDateTime", 40), ("signingCertificate", 5500),
-                  ("signature", 800)):
-        rpc.get(fw, k, str, hi=hi)
-    try:
-        __import__("firmware.ota.x509")
-    except ImportError:
-        # no X.509 verifier in this build: fail closed
-        lk.security_event("InvalidFirmwareSigningCertificate",
-                          "no X.509 verifier in this firmware build")
-        return {"status": "InvalidCertificate"}
-    lk.security_event("InvalidFirmwareSigningCertificate",
-                      "Manufacturer root certificate check not implemented")
-    return {"status": "InvalidCertificate"}
 
 
 TRIGGERS = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",

@@ -60,6 +60,7 @@ KEYS = {
     "MeterValuesSampledData": ("m", False, "Energy.Active.Import.Register,Power.Active.Import"),
     "ClockAlignedDataInterval": ("i", False, 0),
     "MeterValuesAlignedData": ("m", False, "Energy.Active.Import.Register"),
+    "OfflineFallbackTimeout": ("i", False, 0),
     "TransactionMessageAttempts": ("i", False, 3),
     "TransactionMessageRetryInterval": ("i", False, 60),
     "WebSocketPingInterval": ("i", False, 60),
@@ -74,6 +75,10 @@ KEYS = {
     "ChargingScheduleAllowedChargingRateUnit": ("s", True, "Current,Power"),
     "ChargingScheduleMaxPeriods": ("i", True, 24),
     "MaxChargingProfilesInstalled": ("i", True, 8),
+    # security whitepaper ed. 3 (sec.py): profile from ocpp.url/auth_key, 4 roots of each kind
+    "SecurityProfile": ("i", True, 0),
+    "CertificateStoreMaxLength": ("i", True, 8),
+    "AdditionalRootCertificateCheck": ("b", True, False),
 }
 
 
@@ -205,11 +210,24 @@ class Link:
         self.fw_status = "Idle"
         if self.inoperative:
             self.evse.set_limit(LIMIT_AVAIL, 0)
+        # security events: a queue on flash of its own (events.py, loaded per use)
+        self._sec = []
+        try:
+            os.stat(join(d, "secq.json"))
+            self._ev("load")
+        except OSError:
+            pass
+        self._boot_ev = st.get("why") or ""   # after this boot: "" StartupOfTheDevice, else ResetOrReboot
+        self._fail_kind = None        # the failure kind last reported (once per streak)
+        self.conf["SecurityProfile"] = (2 if self.url.startswith("wss://") else 1) if self._auth else 0
         try:
             os.stat(join(d, "profiles.json"))
             self.smart_on()
         except OSError:
             pass
+        self.quiet = bool(st.get("quiet"))       # the CSMS unheard for OfflineFallbackTimeout
+        self._qt = None                          # quiet.py while that key is set
+        self._alive(now_ms, True)
         if self._tx is not None:
             # the board restarted during a transaction: close it as it was
             self._queue_stop(self._tx, st.get("why") or "PowerLoss", self._tx.get("m", self._tx["m0"]))
@@ -252,11 +270,15 @@ class Link:
     def poll(self, now_ms):
         try:
             self._observe(now_ms)
+            if self._qt is not None:
+                self._qt.watch(self, now_ms)
             self._link(now_ms)
         except WSError as e:
-            self._drop(now_ms, str(e))
+            k = self._ws.fail
+            self._ws.fail = None
+            self._drop(now_ms, str(e), k)
         except MemoryError:
-            self._drop(now_ms, "out of memory")
+            self._drop(now_ms, "out of memory", "memory")
         except OSError as e:
             self._drop(now_ms, "OSError %s" % (e.args[0] if e.args else ""))
 
@@ -266,6 +288,17 @@ class Link:
             self.smart = Smart(self)
             self._smart_s = None
         return self.smart
+
+    def _alive(self, now, boot=False):
+        # a message from the CSMS (or the boot): OfflineFallbackTimeout, quiet.py
+        self._heard = now
+        q = self._qt
+        if q is None and (self.quiet or self.conf["OfflineFallbackTimeout"]):
+            from firmware.ocpp import quiet as q
+            self._qt = q
+        if q is not None and not q.alive(self, now, boot):
+            self._qt = None
+            _drop("firmware.ocpp.quiet")
 
     # ---- the charging core, watched ------------------------------------------
     def _observe(self, now):
@@ -410,15 +443,18 @@ class Link:
             rid = (fw.get("rid") or 0) + 1
             req["requestId"] = rid
         try:
-            u.start(req)
+            r = u.start(req)
         except ValueError as e:     # updater.UpdateError: malformed or busy, nothing changed
             raise rpc.CallError(rpc.PROPERTY if "busy" not in str(e) else rpc.GENERIC, str(e))
         self._fw = {"rid": rid, "signed": signed}
         self._save_state()
+        return r
 
-    def firmware_status(self, status, rid=None, force=False):
+    def firmware_status(self, status, rid=None, force=False, why=None):
         """From the update job (the OCPP 1.6 security names): FirmwareStatus-
-        Notification with the core names for UpdateFirmware requests."""
+        Notification with the core names for UpdateFirmware requests. A
+        signed update's InvalidSignature (the file's or the image's) also
+        raises SecurityEventNotification InvalidFirmwareSignature."""
         fw = self._fw or {}
         if fw.get("signed"):
             if status == self.fw_status and not force:
@@ -426,6 +462,8 @@ class Link:
             self.fw_status = status
             p = {"status": status, "requestId": fw.get("rid") if rid is None else rid}
             self._enqueue("SignedFirmwareStatusNotification", p, "q", None)
+            if status == "InvalidSignature" and not force:
+                self.security_event("InvalidFirmwareSignature", why)
             return
         st = _FW_CORE.get(status)
         if st is None and not force:
@@ -437,13 +475,25 @@ class Link:
         self._enqueue("FirmwareStatusNotification", {"status": st}, "q", None)
 
     def security_event(self, kind, info=None):
-        p = {"type": kind, "timestamp": self._ts()}
-        if info:
-            p["techInfo"] = info[:255]
-        self._enqueue("SecurityEventNotification", p, "q", None)
+        """SecurityEventNotification, queued on flash until the CSMS answered it
+        (firmware/ocpp/events.py)."""
+        self._ev("add", kind, info)
+
+    def _ev(self, fn, *a):
+        try:
+            from firmware.ocpp import events
+            getattr(events, fn)(self, *a)
+            return True
+        except MemoryError:
+            print("ocpp: security event %s not recorded (out of memory)" % fn)
+        finally:
+            events = None
+            _drop("firmware.ocpp.events")
 
     def _save_state(self):
         st = {"ids": self._ids, "open": self._tx, "inop": self.inoperative, "fw": self._fw}
+        if self.quiet:
+            st["quiet"] = True
         if self._reset_kind:
             st["why"] = self._reset_kind
         write_json(join(self._dir, "state.json"), st)
@@ -475,18 +525,24 @@ class Link:
     def _open(self, now):
         self.attempts += 1
         url = self.url
-        if self._ca is None and url.startswith("wss://"):
-            ca = self.cfg.get("ca")
-            if not ca:
-                raise WSError("wss:// needs a CA certificate (ocpp.ca)")
-            from firmware.mqtt import pem_to_der
-            with open(ca, "rb") as f:
-                self._ca = pem_to_der(f.read())
-        self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, self._ca)
+        ca = None
+        if url.startswith("wss://"):
+            # trust anchors: the installer's ocpp.ca and the CentralSystemRootCertificates
+            # installed over OCPP (read at every connection: a new one counts from the next)
+            if self._ca is None and self.cfg.get("ca"):
+                from firmware.mqtt import pem_to_der
+                with open(self.cfg["ca"], "rb") as f:
+                    self._ca = pem_to_der(f.read())
+            from firmware.ocpp import certstore
+            ca = certstore.load(self._dir, "CentralSystemRootCertificate")
+            if self._ca:
+                ca.append(self._ca)
+        self._ws.open(url, "/" + self.cbid, now, "ocpp1.6", self._auth, ca)
 
     def _connected(self, now):
         self.connected = True
         self.failures = 0
+        self._fail_kind = None
         self.last_error = None
         self._pinged = None
         self._st_sent = [None, None]   # the current status goes out again
@@ -494,8 +550,10 @@ class Link:
             self._boot_at = now
         print("ocpp: connected to %s as %s" % (self.url, self.cbid))
 
-    def _drop(self, now, why):
+    def _drop(self, now, why, kind=None):
         self.last_error = why
+        if kind and kind != self._fail_kind and self._ev("add", kind, why):
+            self._fail_kind = kind      # once per failure streak (or connection)
         if self.connected or self.failures < 3:
             print("ocpp: link down: %s" % why)
         self._ws.close()
@@ -559,6 +617,9 @@ class Link:
                     p["vendorErrorCode"] = s[2]
                 self._call(now, "StatusNotification", p, "st", None)
                 return
+        if self._sec:
+            self._call(now, "SecurityEventNotification", self._sec[0], "sec", self._sec[0])
+            return
         if self._q:
             it = self._q.pop(0)
             self._call(now, it[0], it[1], it[2], it[3])
@@ -623,7 +684,9 @@ class Link:
             return
         if t == rpc.CALL:
             self._handle_call(now, uid, a, b)
+            self._alive(now)     # after the answer: a ChangeConfiguration of the timeout applies
             return
+        self._alive(now)
         w = self._wait
         if w is None or w[0] != uid:
             return    # late answer to a CALL given up on
@@ -643,7 +706,9 @@ class Link:
 
     def _failed(self, now, w, why):
         kind = w[2]
-        if kind == "boot":
+        if kind == "sec" and why != "timeout":
+            self._ev("done", w[3])  # a CALLERROR: the CSMS had it and will not take it
+        elif kind == "boot":
             self._boot_at = time.ticks_add(now, 10000)
         elif kind == "tx":
             self._tx_attempts += 1
@@ -674,8 +739,12 @@ class Link:
                 print("ocpp: boot accepted, heartbeat %d s" % self.conf["HeartbeatInterval"])
             else:
                 self._boot_at = time.ticks_add(now, (iv if iv > 0 else _BOOT_RETRY_S) * 1000)
+            if st == "Accepted" and self._boot_ev is not None:
+                self._ev("boot")        # once per boot
         elif action == "Heartbeat":
             self._set_clock(p.get("currentTime"))
+        elif w[2] == "sec":
+            self._ev("done", w[3])
         elif action == "Authorize":
             if p["idTagInfo"]["status"] == "Accepted":
                 self.evse.authorize(w[3])
@@ -713,19 +782,23 @@ class Link:
         if isinstance(p, rpc.CallError):
             ws.send(rpc.error(uid, p.code, p.desc))
             return
-        if action not in ACTIONS:
-            ws.send(rpc.error(uid, rpc.NOT_IMPLEMENTED, "%s is not implemented" % action))
-            return
+        # any other action: the certificate CALLs of sec.py (sec.ACTIONS), else NotImplemented
+        sec = action not in ACTIONS
+        name = "firmware.ocpp." + ("sec" if sec else "signedfw" if action == "SignedUpdateFirmware"
+                                   else "handlers")
         after = None
         try:
-            # handlers.py only while a CSMS call is answered (they are rare):
-            # its bytecode is not kept in the heap between calls
-            from firmware.ocpp import handlers
+            # handlers.py (sec.py) only while a CSMS call is answered (they are
+            # rare): its bytecode is not kept in the heap between calls
+            # (SignedUpdateFirmware: signedfw.py instead of handlers.py, for its heap peak)
+            m = __import__(name, None, None, ("x",))
             try:
-                r = getattr(handlers, action)(self, p)
+                if sec and action not in m.ACTIONS:
+                    raise rpc.CallError(rpc.NOT_IMPLEMENTED, "%s is not implemented" % action)
+                r = getattr(m, action)(self, p)
             finally:
-                handlers = None
-                _drop("firmware.ocpp.handlers")
+                m = None
+                _drop(name)
             if type(r) is tuple:
                 r, after = r
             out = rpc.result(uid, r)

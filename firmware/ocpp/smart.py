@@ -8,7 +8,9 @@
 # ChargePointMaxProfile. It feeds the charging core as limit source "ocpp"
 # (Evse.set_limit: it can lower the offer, never raise it above the rating).
 # Profiles are persisted in <root>/ocpp/profiles.json; a TxProfile ends with
-# its transaction.
+# its transaction. RemoteStartTransaction's chargingProfile (a TxProfile, no
+# transactionId) waits in RAM, like the authorization it comes with, and is
+# installed for the transaction that authorization starts (OCPP 1.6 5.11).
 import time
 import json
 from firmware.ocpp import rpc
@@ -83,6 +85,8 @@ class Smart:
         self._path = link._dir + "/profiles.json"
         self._next = None
         self.limit_a = None
+        self.pending = None     # RemoteStart's TxProfile: [profile, idTag, wall time s]
+        self._boot = True       # first apply(): TxProfiles of a transaction a reboot ended go
         try:
             with open(self._path) as f:
                 d = json.load(f)
@@ -96,6 +100,47 @@ class Smart:
         write_json(self._path, self.profiles)
 
     # ---- CSMS requests ----------------------------------------------------------
+    def check(self, cp):
+        """A csChargingProfiles object -> the checked profile (CallError when malformed)."""
+        return _check(cp)
+
+    def remote_profile(self, prof, tag):
+        """RemoteStartTransaction: prof (from check(), or None: no profile, an
+        older one waiting is dropped). Not a TxProfile, or one with a
+        transactionId -> "Rejected". Call after every other check: "Accepted"
+        keeps it for the transaction the remote start creates."""
+        if prof is None:
+            self.pending = None
+            return "Accepted"
+        if prof["purpose"] != "TxProfile" or prof["tx"] is not None:
+            return "Rejected"
+        prof["cid"] = 1
+        if len(self._others(prof)) >= _MAX_PROFILES:
+            return "Rejected"
+        self.pending = [prof, tag, int(self.link._now_s())]
+        return "Accepted"
+
+    def _begin_tx(self, pd, tx):
+        # the first transaction after the remote start (apply() runs at once when
+        # one starts): the profile becomes its TxProfile when the idTag matches
+        # and it started within ConnectionTimeOut s
+        self.pending = None
+        if pd[1] != tx["tag"] or tx["t0"] - pd[2] > self.link.conf["ConnectionTimeOut"]:
+            return False
+        prof = pd[0]
+        prof["ref"] = tx["ref"]
+        keep = self._others(prof)
+        keep.append(prof)
+        self.profiles = keep
+        self._save()
+        self._next = None
+        return True
+
+    def _others(self, prof):
+        # the profiles a new one leaves in place (same id, or same purpose, level and connector: replaced)
+        return [q for q in self.profiles if q["id"] != prof["id"] and not (
+            q["purpose"] == prof["purpose"] and q["level"] == prof["level"] and q["cid"] == prof["cid"])]
+
     def set_profile(self, p):
         rpc.only(p, ("connectorId", "csChargingProfiles"))
         cid = rpc.get(p, "connectorId", int, lo=0)
@@ -115,8 +160,7 @@ class Smart:
             if prof["tx"] is not None and prof["tx"] != tid:
                 return "Rejected"
             prof["ref"] = tx["ref"]
-        keep = [q for q in self.profiles if q["id"] != prof["id"] and not (
-            q["purpose"] == purpose and q["level"] == prof["level"] and q["cid"] == cid)]
+        keep = self._others(prof)
         if len(keep) >= _MAX_PROFILES:
             return "Rejected"
         keep.append(prof)
@@ -253,14 +297,24 @@ class Smart:
             return tx
         return cpm if tx is None or cpm < tx else tx
 
-    def tx_ended(self, ref):
-        keep = [q for q in self.profiles if not (q["purpose"] == "TxProfile" and q.get("ref") == ref)]
+    def tx_ended(self, ref, tx=None):
+        # ref None: every TxProfile but the running transaction's (tx)
+        keep = [q for q in self.profiles if q["purpose"] != "TxProfile" or (
+            q.get("ref") != ref if ref is not None else tx is not None and q.get("ref") == tx["ref"])]
         if len(keep) != len(self.profiles):
             self.profiles = keep
             self._save()
 
     def apply(self, now_s):
-        """Once a second: the limit now, to the charging core."""
+        """Once a second, and at once when a transaction starts: the limit now,
+        to the charging core."""
+        pd = self.pending
+        tx = self.link._tx
+        if pd is not None and tx is not None:
+            self._begin_tx(pd, tx)
+        if self._boot:
+            self._boot = False
+            self.tx_ended(None, tx)
         a = self.limit_at(int(now_s))
         if a is not None:
             a = min(80, max(0, int(a * 10) / 10))

@@ -7,6 +7,9 @@
 #   msg = ws.poll(now_ms)     # a complete text message (bytes) or None
 #   ws.send(text)             # queued (masked) for the next polls
 #   ws.state, ws.error        # "closed"|"tcp"|"http"|"open", last failure
+#   ws.fail                   # what kind of failure: "cert" (the server's TLS
+#                             # certificate did not verify), "auth" (upgrade
+#                             # refused 401/403), "memory", or None
 #
 # Failures (refused, timeouts, bad upgrade, protocol errors, closed by the
 # server) close the socket and raise WSError from poll(); the caller decides
@@ -74,6 +77,7 @@ class WS:
     def __init__(self, in_max=_IN_MAX):
         self.state_id = _CLOSED
         self.error = None
+        self.fail = None
         self.oversize = 0          # incoming messages discarded as too large
         self.rx_ms = None          # last byte received (ticks ms)
         self.pongs = 0
@@ -105,11 +109,14 @@ class WS:
     # ---- opening ------------------------------------------------------------
     def open(self, url, path, now_ms, protocol=None, auth=None, ca=None, addr=None):
         """Start connecting to url + path (non-blocking). auth: b'user:pass'
-        for HTTP Basic; ca: DER CA certificate (wss:// needs it)."""
+        for HTTP Basic; ca: DER CA certificate or a list of them, the trust
+        anchors (wss:// needs one; one that TLS cannot read is skipped)."""
         self.close()
         tls, host, port, base = parse_url(url)
         if tls and not ca:
             raise WSError("wss:// needs a CA certificate")
+        if isinstance(ca, (bytes, bytearray)):
+            ca = (ca,)
         import binascii
         self._key = binascii.b2a_base64(os.urandom(16))[:-1]
         self._proto = protocol
@@ -141,12 +148,17 @@ class WS:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(cadata=ca)
+            for d in ca:
+                try:
+                    ctx.load_verify_locations(cadata=d)
+                except ValueError:
+                    pass     # one TLS cannot read: skipped (trusts less; none: no server verifies)
             self._ctx = ctx
         self._t0 = self._t_prog = now_ms
         self._ilen = self._skip = 0
         self._out[:] = b""
         self.error = None
+        self.fail = None
         self.state_id = _TCP
 
     def close(self, code=None):
@@ -168,8 +180,9 @@ class WS:
             except Exception:
                 pass
 
-    def _fail(self, why):
+    def _fail(self, why, kind=None):
         self.error = why
+        self.fail = kind
         self.close()
         raise WSError(why)
 
@@ -205,14 +218,15 @@ class WS:
         except WSError:
             raise
         except MemoryError:
-            self._fail("out of memory")
+            self._fail("out of memory", "memory")
         except OSError as e:
             n = e.args[0] if e.args else 0
             if type(n) is int and n < 0:
-                self._fail("TLS error %d" % n)
+                # -9984: MBEDTLS_ERR_X509_CERT_VERIFY_FAILED
+                self._fail("TLS error %d" % n, "cert" if n == -9984 else None)
             self._fail("socket error %s" % (errno.errorcode.get(n, n) if type(n) is int else n))
         except ValueError as e:   # the ssl module's certificate verification failure
-            self._fail("TLS: " + " ".join(str(e).split()))
+            self._fail("TLS: " + " ".join(str(e).split()), "cert")
 
     def _flush(self, now):
         out = self._out
@@ -273,7 +287,8 @@ class WS:
         head = bytes(self._imv[:end]).split(b"\r\n")
         st = head[0].split(b" ")
         if len(st) < 2 or st[1] != b"101":
-            self._fail("upgrade refused: " + head[0].decode())
+            self._fail("upgrade refused: " + head[0].decode(),
+                       "auth" if len(st) > 1 and st[1] in (b"401", b"403") else None)
         hdr = {}
         for line in head[1:]:
             k, _, v = line.partition(b":")

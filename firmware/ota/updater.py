@@ -46,7 +46,7 @@ _MAX_INTERVAL = const(86400)
 _DEFAULT_RETRIES = const(3)
 _DEFAULT_INTERVAL = const(60)
 _FIELDS = ("requestId", "location", "retrieveDateTime", "installDateTime", "retries",
-           "retryInterval", "firmware", "signingCertificate", "signature", "force")
+           "retryInterval", "firmware", "signingCertificate", "signature", "force", "signingKey")
 _RESERVE = const(16384)       # flash kept free for the session log and configuration
 CA_FILE = "trust/fw_ca.der"   # DER certificate of the CA that signs the firmware server's
 _FW_FIELDS = ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature")
@@ -182,6 +182,18 @@ def parse_request(req):
         v = get(k)
         if v is not None and not isinstance(v, str):
             raise UpdateError("%s must be a string" % k)
+    key = req.get("signingKey")
+    if key is not None:
+        # the whitepaper's file signature (fwsig.py): the key of the signing
+        # certificate the OCPP link checked against the Manufacturer roots;
+        # both go into the job file, so a resumed download still checks
+        sig = get("signature")
+        if not isinstance(key, str) or not 0 < len(key) <= 140 or ":" not in key:
+            raise UpdateError("signingKey must be 'type:hex'")
+        if not isinstance(sig, str) or not 0 < len(sig) <= 800:
+            raise UpdateError("a signingKey needs the signature (base64)")
+        out["fkey"] = key
+        out["fsig"] = sig
     force = req.get("force", False)
     if force is not True and force is not False:
         raise UpdateError("force must be true or false")
@@ -230,9 +242,13 @@ class UpdateJob:
         # none -> the fetcher refuses (fail closed)
         if not url.startswith("https:"):
             return None
+        path = _p(self.root, CA_FILE)
         try:
-            with open(_p(self.root, CA_FILE), "rb") as f:
-                return f.read(4096) or None
+            n = os.stat(path)[6]
+            if not 0 < n <= 4096:
+                return None
+            with open(path, "rb") as f:
+                return f.read(n) or None    # its own size: no 4 KB block on a fragmented heap
         except OSError:
             return None
 
@@ -249,6 +265,7 @@ class UpdateJob:
         self._since_persist = 0
         self._dl_t0 = None
         self._win_t = self._win_n = 0
+        self._fh = None       # SHA-256 of the file (whitepaper signature), while it is fed
 
     # -- reporting --------------------------------------------------------
     def status(self):
@@ -381,6 +398,14 @@ class UpdateJob:
                 keys = load_keys(self.root)
             except (OSError, ValueError) as e:
                 raise image.ImageError("trusted keys: %s" % e)
+        # the file's own SHA-256, fed with the image (no second pass) when the
+        # job carries the whitepaper signature
+        j = self.job
+        if j is not None and j.get("fkey"):
+            import hashlib
+            self._fh = hashlib.sha256()
+        else:
+            self._fh = None
         # board checked after the signature (-> InstallVerificationFailed)
         return image.Verifier(keys, None, self.max_size)
 
@@ -498,6 +523,8 @@ class UpdateJob:
             k = n - i if n - i < cap else cap
             part = data[i:i + k] if (i or k != n) else data
             v.feed(part)
+            if self._fh is not None:
+                self._fh.update(part)
             if write:
                 self._file.write(part)
             i += k
@@ -625,11 +652,21 @@ class UpdateJob:
         self._report(DOWNLOAD_PAUSED, "retry %d/%d: %s" % (self._fails, self.job["retries"], e), self._pct)
 
     def _downloaded(self):
+        fk = self.job.get("fkey")
+        if fk is not None:
+            # SignedUpdateFirmware: the whitepaper signature over the file first,
+            # then the image's own (MCUboot) signature; both must pass
+            self._report(DOWNLOADED, None, 100)
+            if not self._file_sig(fk):
+                self._fail(INVALID_SIGNATURE, "file signature: does not verify with the "
+                           "signing certificate's key")
+                return
         info = self._v.finish()
         self._close()
         self._info = info
         self._persist("verified")
-        self._report(DOWNLOADED, None, 100)
+        if fk is None:
+            self._report(DOWNLOADED, None, 100)
         self._report(SIGNATURE_VERIFIED)
         why = self._check(info)
         if why is not None:
@@ -645,6 +682,31 @@ class UpdateJob:
             return
         self._st = _WAIT
         self._wait_reported = False
+
+    def _file_sig(self, key):
+        if self._fh is None:
+            return False          # no hash of the file: fail closed
+        digest = self._fh.digest()
+        self._fh = None
+        import sys
+        mods = [m for m in ("fwsig", "ecdsa_p256") if "firmware.ota." + m not in sys.modules]
+        from firmware.ota import fwsig
+        try:
+            try:
+                return fwsig.verify(key, digest, self.job.get("fsig"))
+            except MemoryError:
+                # out of heap is not a bad signature: collect and try once more; a
+                # second MemoryError reaches poll() (DownloadFailed, "internal")
+                gc.collect()
+                return fwsig.verify(key, digest, self.job.get("fsig"))
+        finally:
+            # loaded for this check only (ed25519 and wnaf: ondemand.release)
+            fwsig = None
+            pkg = sys.modules.get("firmware.ota")
+            for m in mods:
+                sys.modules.pop("firmware.ota." + m, None)
+                if pkg is not None and m in pkg.__dict__:
+                    delattr(pkg, m)
 
     def _check(self, info):
         if self.board is not None and info.board != self.board:

@@ -107,7 +107,8 @@ class Cert:
     """One parsed certificate. subject, issuer: the DER Name (whole element);
     not_before, not_after: seconds since 1970 UTC; is_ca, path_len (None when
     unlimited or absent), key_usage (bits, KU_*, or None when absent);
-    key_type 'p256' | 'ed25519', public_key 65 | 32 bytes; tbs: the DER
+    key_type 'p256' | 'ed25519', public_key 65 | 32 bytes (the subjectPublicKey
+    BIT STRING's value); serial: the serialNumber INTEGER's content bytes; tbs: the DER
     TBSCertificate (what the issuer signed); sig_alg 'p256' | 'ed25519',
     signature: DER ECDSA-Sig-Value or 64 raw bytes."""
 
@@ -254,6 +255,7 @@ def _parse(b):
     ss, se = _expect(b, ve, te, 0x02, "serialNumber")
     if se - ss < 1 or se - ss > 20 or b[ss] & 0x80:
         raise CertError("bad serialNumber")
+    c.serial = b[ss:se]
     as_, ae = _expect(b, se, te, 0x30, "signature")
     if b[as_:ae] != b[a_s:a_e]:
         raise CertError("TBS signature algorithm differs from the outer one")
@@ -321,6 +323,13 @@ def _sig_ok(issuer, cert):
         return ecdsa_p256._verify(q, e, rs)
     from . import ed25519
     return ed25519.verify(issuer.public_key, cert.tbs, cert.signature)
+
+
+def signed_by(cert, issuer):
+    """Is cert issued by issuer: its issuer Name is issuer's subject (DER, byte
+    for byte) and issuer's key verifies its signature? (A self-signed root:
+    signed_by(c, c).) MemoryError propagates (no verdict)."""
+    return cert.issuer == issuer.subject and _sig_ok(issuer, cert)
 
 
 def _name(c):

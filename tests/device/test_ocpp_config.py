@@ -28,7 +28,8 @@ def _install():
 def test_defaults_have_no_ocpp_link():
     _install()
     c = config.load(_dir)
-    mptest.eq(c["ocpp"], {"url": None, "charge_box_id": None, "auth_key": None, "ca": None})
+    mptest.eq(c["ocpp"], {"url": None, "charge_box_id": None, "auth_key": None, "ca": None,
+                          "signed_updates_only": False})
 
 
 def test_valid_ocpp_settings_are_stored_by_the_installer():
@@ -41,6 +42,21 @@ def test_valid_ocpp_settings_are_stored_by_the_installer():
     mptest.eq(c["mqtt"]["host"], "")
     mptest.eq(config.public(c)["ocpp"]["auth_key"], config.REDACTED)
     mptest.eq(c["ocpp"]["auth_key"], "0123456789abcdef")
+
+
+def test_signed_updates_only_is_an_installer_setting():
+    _install()
+    mptest.eq(config.update(_dir, {"ocpp": {"signed_updates_only": True}}, installer=True), None)
+    mptest.eq(config.load(_dir)["ocpp"]["signed_updates_only"], True)
+    before = config.load(_dir)
+    # a remote command may not switch it off (an unsigned UpdateFirmware would pass)
+    err = config.update(_dir, {"ocpp": {"signed_updates_only": False}})
+    mptest.true(err is not None and err.startswith("installer setting: ocpp"), err)
+    for bad in ("true", 1, None):
+        err = config.update(_dir, {"ocpp": {"signed_updates_only": bad}}, installer=True)
+        mptest.true(err is not None and err.startswith("ocpp.signed_updates_only must be true or false"),
+                    bad, err)
+    mptest.eq(config.load(_dir), before)
 
 
 def test_a_remote_change_of_the_ocpp_endpoint_is_refused():

@@ -1,4 +1,4 @@
-# mptest: prep=tests.prep.x509_certs:make
+# mptest: heapsize=112K prep=tests.prep.x509_certs:make
 # X.509 reader and chain check (firmware/ota/x509.py) on certificates made by
 # `cryptography` (tests/prep/x509_certs.py): fields as cryptography reads them,
 # valid chains, each rejection rule, garbage and truncated DER, PEM, and the

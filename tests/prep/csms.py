@@ -100,16 +100,19 @@ class _Station(_CP):
 
 
 class CSMS:
-    def __init__(self, boot="Accepted", interval=300, port=None):
+    def __init__(self, boot="Accepted", interval=300, port=None, ssl=None):
         self.boot = boot
+        self.ssl = ssl              # an ssl.SSLContext: wss:// (may be replaced between stop and start)
+        self.refuse = None          # an HTTP status (e.g. 401): the upgrade is refused with it
         self.interval = interval
         self.auth = {}              # idTag -> status (Authorize; StartTransaction default Accepted)
         self.port = port or free_port()
-        self.url = "ws://127.0.0.1:%d/ocpp" % self.port
+        self.url = "%s://127.0.0.1:%d/ocpp" % ("wss" if ssl else "ws", self.port)
         self.log = []               # (t, charge box id, action, payload) of every CALL received
         self.errors = []            # schema violations and protocol problems
         self.stations = {}
         self.connects = []          # (t, charge box id, subprotocol, Authorization header)
+        self.refused = []           # times of upgrades refused (refuse)
         self.next_tx = 100
         self.fail_stops = 0         # answer this many StopTransactions with a CALLERROR
         self.started = []           # (charge box id, idTag, transactionId) assigned
@@ -137,9 +140,17 @@ class CSMS:
         def sel(conn, offered):
             return "ocpp1.6" if "ocpp1.6" in offered else None
         async with serve(self._on_connect, "127.0.0.1", self.port, select_subprotocol=sel,
-                         ping_interval=None):
+                         ping_interval=None, ssl=self.ssl, process_request=self._check):
             ready.set()
             await self._stop.wait()
+
+    def _check(self, conn, request):
+        if self.refuse:
+            with self._cond:
+                self.refused.append(time.time())
+                self._cond.notify_all()
+            return conn.respond(self.refuse, "refused by the test\n")
+        return None
 
     async def _on_connect(self, ws):
         cid = ws.request.path.rstrip("/").rsplit("/", 1)[-1]

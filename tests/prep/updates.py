@@ -222,7 +222,24 @@ def make(d):
         info[name] = [len(data), hashlib.sha256(data).hexdigest()]
     with open(os.path.join(d, "images.json"), "w") as f:
         json.dump(info, f)
+    _file_sigs(d, w("v2.img"))
     start_servers(d, www, tls=True)
+
+
+def _file_sigs(d, path):
+    # the OCPP whitepaper signature of a release file (SignedUpdateFirmware):
+    # fwsig.json {"key": "p256:<hex>" (the signing certificate's key as the
+    # job keeps it), "sig": by that key, "other": by another key}
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tools import certs
+    with open(path, "rb") as f:
+        data = f.read()
+    sk, ok = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    pt = sk.public_key().public_bytes(serialization.Encoding.X962,
+                                      serialization.PublicFormat.UncompressedPoint)
+    with open(os.path.join(d, "fwsig.json"), "w") as f:
+        json.dump({"key": "p256:" + pt.hex(), "sig": certs.sign_bytes(sk, data),
+                   "other": certs.sign_bytes(ok, data)}, f)
 
 
 def make_bench(d):

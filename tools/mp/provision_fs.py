@@ -3,6 +3,7 @@
 #
 #   micropython provision_fs.py IMG STAGE BLOCK_SIZE BLOCK_COUNT VERSION BOARD
 #   micropython provision_fs.py --config IMG JSON     (merge JSON into the configuration)
+#   micropython provision_fs.py --put IMG DIR         (copy DIR's tree into the flash)
 #
 # Creates IMG as erased flash, formats it with MicroPython's own LittleFS
 # (VfsLfs2, the driver the board mounts it with), copies the staged tree
@@ -71,9 +72,39 @@ def config(img, text):
         dev.close()
 
 
+def put(img, src):
+    # files into an existing flash: each written as .tmp, then renamed
+    from firmware.hal.simflash import FileBlockDevice
+    dev = FileBlockDevice(img, 4096)
+    vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), _MNT)
+    try:
+        _put_tree(src, _MNT)
+    finally:
+        vfs.umount(_MNT)
+        dev.close()
+
+
+def _put_tree(src, dst):
+    for ent in os.ilistdir(src):
+        name, kind = ent[0], ent[1]
+        s, d = src + "/" + name, dst + "/" + name
+        if kind == _DIR:
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass
+            _put_tree(s, d)
+        else:
+            with open(s, "rb") as fi, open(d + ".tmp", "wb") as fo:
+                fo.write(fi.read())
+            os.rename(d + ".tmp", d)
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "--config":
         return config(argv[1], argv[2])
+    if len(argv) == 3 and argv[0] == "--put":
+        return put(argv[1], argv[2])
     if len(argv) != 6:
         raise SystemExit("usage: provision_fs.py IMG STAGE BLOCK_SIZE BLOCK_COUNT VERSION BOARD")
     img, stage, bs, bc, version, board = argv
