@@ -31,8 +31,11 @@ lib/umqtt/simple.py: tools/fetch_deps.py
 
 deps: lib/umqtt/simple.py
 
+# 3 workers, one test file each at a time (a device module's lanes and its test
+# server stay together); TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
 test: venv deps mosquitto
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The MQTT tests run on mosquitto where it is installed, else on the pinned
 # amqtt (tests/prep/broker.py; EVSE_TEST_BROKER=mosquitto|amqtt forces one).

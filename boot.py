@@ -30,6 +30,7 @@ _MAX_REASON = 40
 _MAX_TRIALS = 255
 _MAX_NONTRIAL_FAILS = 3
 _IMPORT_TRIES = 3          # an import is retried (gc between) before anything is persisted
+_ROM = "/rom"              # where bootrom.py mounts the selected slot's ROMFS image
 
 
 def crc32(data, crc=0):
@@ -459,8 +460,26 @@ def _purge(path):
     for name in list(sys.modules):
         if name == "firmware" or name.startswith("firmware."):
             del sys.modules[name]
-    while path in sys.path:
-        sys.path.remove(path)
+    for p in (path, _ROM):
+        while p in sys.path:
+            sys.path.remove(p)
+
+
+def _rom(slot, root, path, info):
+    # True when the slot's ROMFS image is mounted at /rom (bootrom.py: only
+    # on boards with ROM partitions, dropped after); else the files run
+    if getattr(sys.modules.get("_vboard"), "rom_ioctl", None) is None:
+        import vfs
+        if not hasattr(vfs, "rom_ioctl"):
+            return False
+    try:
+        import bootrom
+        ok = bootrom.boot(slot, root, path, info)
+    except Exception:  # noqa: a bad ROM never stops a boot
+        ok = False
+    sys.modules.pop("bootrom", None)
+    _ev_done()
+    return ok
 
 
 def _note(root, reason, slot, info):
@@ -492,7 +511,8 @@ def main(root="/", run=True):
         if slot is None:
             break
         path = root + "slots/" + slot
-        agent, err = _import(path)
+        rom = _rom(slot, root, path, info)
+        agent, err = _import(path, rom)
         if agent is None:
             print("boot: slot %s import failed %d times:" % (slot, _IMPORT_TRIES))
             sys.print_exception(err)
@@ -530,20 +550,28 @@ def main(root="/", run=True):
     return info
 
 
-def _import(path):
-    # Import firmware.agent from path, _IMPORT_TRIES times (gc between) before
-    # giving up: (module, None) or (None, last exception).
+def _import(path, rom=False):
+    # Import firmware.agent from path (with rom: from the ROMFS image at /rom,
+    # the slot's files behind it), _IMPORT_TRIES times (gc between) before
+    # giving up: (module, None) or (None, last exception). An import from ROM
+    # that fails other than for heap is retried from the files alone.
     import gc
     err = None
     for _ in range(_IMPORT_TRIES):
         _purge(path)
         sys.path.insert(0, path)
+        if rom:
+            sys.path.insert(0, _ROM)
         try:
             __import__("firmware.agent")
             return sys.modules["firmware.agent"], None
         except Exception as e:
             err = e
             _purge(path)
+            if rom and not isinstance(e, MemoryError):
+                rom = False
+                import vfs
+                vfs.umount(_ROM)
             gc.collect()
     return None, err
 

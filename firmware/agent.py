@@ -396,6 +396,8 @@ class Agent:
         st = health.settle(r, h.reason, self.root, bi.get("slot"), bi.get("version"))
         if r is True:
             self.confirmed = True
+            self.health = None               # decided: its checks and module go (heap for the next update)
+            _drop("firmware.ota", "health")
             print("agent: trial boot confirmed")
             if st is not None:
                 self._on_fw_status(st, None, None, None)

@@ -641,14 +641,14 @@ def _deploy(ctx, port, release, key_pubs, device_id, board, broker, user, passwo
             os.makedirs(os.path.dirname(p), exist_ok=True)
             with open(p, "wb") as f:
                 f.write(data)
-        for name in ("boot.py", "bootev.py", "main.py"):
+        for name in ("boot.py", "bootev.py", "bootrom.py", "main.py"):
             shutil.copyfile(os.path.join(ROOT, name), os.path.join(st, "root", name))
         with open(os.path.join(st, "root", "trust", "keys.bin"), "wb") as f:
             f.write(b"".join(raw_keys))
         from tools import provision
         # both checksummed copies, newer than anything on the board (firmware/config.py)
         provision.write_config(os.path.join(st, "root"), cfg, (pr.get("config_seq") or 0) + 1)
-        root_files = ["boot.py", "bootev.py", "main.py", "config.bak", "config.json", "trust/keys.bin"]
+        root_files = ["boot.py", "bootev.py", "bootrom.py", "main.py", "config.bak", "config.json", "trust/keys.bin"]
         if tls_ca:
             shutil.copyfile(tls_ca, os.path.join(st, "root", ca_board[1:]))
             root_files.append(ca_board[1:])

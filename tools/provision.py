@@ -112,7 +112,7 @@ def stage(dirpath, device_id, board="sim", broker=None, config=None, keys=(), mp
           src=None, lib=None, files=None):
     """Write the tree that goes onto the flash into dirpath. files: {path on
     the flash: bytes} written beside it (e.g. a CA certificate for ocpp.ca)."""
-    for name in ("boot.py", "bootev.py", "main.py"):
+    for name in ("boot.py", "bootev.py", "bootrom.py", "main.py"):
         shutil.copy2(os.path.join(ROOT, name), os.path.join(dirpath, name))
     libsrc = lib or os.path.join(ROOT, "lib")
     if os.path.isdir(libsrc):

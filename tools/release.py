@@ -72,7 +72,7 @@ def _existing_key(img_path, json_path):
 
 
 def build(key, version, board, security_counter=None, src=None, out="build", use_mpy=True,
-          compress=True, name="evse", force=False):
+          compress=True, name="evse", force=False, extra_files=None):
     vt = parse_version(version)
     if security_counter is None:
         # default: the major version (docs/ota.md "Security counter"); a
@@ -110,6 +110,12 @@ def build(key, version, board, security_counter=None, src=None, out="build", use
     with tempfile.TemporaryDirectory() as tmp:
         tree = os.path.join(tmp, "tree")
         pkg = compile_tree(src, tree, use_mpy)
+        for rel, data in (extra_files or {}).items():
+            # data files shipped beside the modules, e.g. {"firmware/blob.bin": b"..."}
+            p = os.path.join(tree, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(data)
         bpath = os.path.join(tmp, "payload.bin")
         meta = bundle.build(tree, bpath, vtext, board=board, compress=compress, include=[pkg])
         cmd = [keys.imgtool(), "sign", "--key", key, "--version", vtext,

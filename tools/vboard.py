@@ -50,6 +50,11 @@ _WDT_SLACK_MS = 150
 # the same heap as the firmware: the process gets this much on top of --heap,
 # so that the firmware has about --heap for itself.
 ROM_HEAP = 16 * 1024
+# ROM partitions of a board with --romfs (ROMFS slots, docs/memory.md): two of
+# this size (rom0.img for slot a, rom1.img for slot b, beside flash.img). Their
+# emulated mapping is heap of the process (flash on a board): added on top.
+ROM_PART_SIZE = 192 * 1024
+ROM_PARTS = 2
 
 
 def heap_bytes(text):
@@ -98,7 +103,8 @@ class VBoard:
 
     def __init__(self, dir, id=None, broker=None, control_port=None, pty_link=None, heap="320K",
                  fresh=False, config=None, keys=(), version=None, echo=None, mpy=True,
-                 wdt_ms=None, blank=False, ocpp=None, files=None, ocpp_mfr_root=None):
+                 wdt_ms=None, blank=False, ocpp=None, files=None, ocpp_mfr_root=None, romfs=False,
+                 rom_parts=ROM_PARTS, rom_size=ROM_PART_SIZE, flash_blocks=None):
         self.dir = os.path.abspath(dir)
         self.blank = blank               # start with an empty LittleFS (a board fresh from flashing)
         self.id = id or os.path.basename(self.dir.rstrip("/")) or "vboard"
@@ -116,6 +122,12 @@ class VBoard:
         self.version = version
         self.mpy = mpy
         self.wdt_ms = wdt_ms             # watchdog period forced on the firmware (None: its own)
+        # ROM partitions (ROMFS slots): files rom<i>.img in dir, or none
+        self.romfs = bool(romfs)
+        self.rom_parts = rom_parts if romfs else 0
+        self.rom_size = rom_size
+        self.roms = [os.path.join(self.dir, "rom%d.img" % i) for i in range(self.rom_parts)]
+        self.flash_blocks = flash_blocks   # 4 KiB blocks of a new flash (None: provision's 2 MiB)
         self.echo = echo                 # a file to copy the console to (CLI: stdout)
         self.flash = os.path.join(self.dir, "flash.img")
         self.world = os.path.join(self.dir, "world.json")
@@ -204,12 +216,20 @@ class VBoard:
         if self.blank and (self.fresh or not os.path.exists(self.flash)):
             if os.path.exists(self.world):
                 os.remove(self.world)
+            for p in self.roms:
+                if os.path.exists(p):
+                    os.remove(p)
             provision.blank(self.flash)
             return
         if self.fresh or not os.path.exists(self.flash):
             if os.path.exists(self.world):
                 os.remove(self.world)
+            for p in self.roms:          # a new flash: erased ROM partitions
+                if os.path.exists(p):
+                    os.remove(p)
             kw = {}
+            if self.flash_blocks:
+                kw["block_count"] = self.flash_blocks
             if self.version:
                 kw["version"] = self.version
             cfg = self.config
@@ -303,6 +323,12 @@ class VBoard:
         self.stop()
 
     @property
+    def rom_heap(self):
+        """Heap the emulated ROM partitions' mapping takes (flash on a board):
+        the process gets it on top of --heap; heap figures subtract it."""
+        return self.rom_size * self.rom_parts
+
+    @property
     def running(self):
         return self._thread is not None and self._thread.is_alive()
 
@@ -339,7 +365,9 @@ class VBoard:
         argv = mpunix.argv(ROM, "--flash", self.flash, "--mode", self.mode,
                            "--port", str(self.control_port), "--hb", str(hb_w), "--id", self.id,
                            "--cause", self.cause, "--world", self.world,
-                           heap=str(heap_bytes(self.heap) + ROM_HEAP))
+                           heap=str(heap_bytes(self.heap) + ROM_HEAP + self.rom_heap))
+        if self.roms:
+            argv += ["--rom", ",".join(self.roms), "--rom-size", str(self.rom_size)]
         if self.wdt_ms:
             argv += ["--wdt", str(int(self.wdt_ms))]
         if self.mode == "repl":
@@ -667,7 +695,14 @@ def main(argv=None):
     ap.add_argument("--mp32", action="store_true",
                     help="run on the 32-bit unix port ($MP32 or ../shared/mp32/micropython; "
                          "MICROPYTHON=path selects any binary)")
+    ap.add_argument("--romfs", action="store_true", default=None,
+                    help="give the board two ROM partitions (rom0.img, rom1.img in --dir, %d KiB "
+                         "each): each slot's code runs from a ROMFS image (default with --mp32; "
+                         "docs/memory.md)" % (ROM_PART_SIZE // 1024))
+    ap.add_argument("--no-romfs", dest="romfs", action="store_false", help="no ROM partitions")
     a = ap.parse_args(argv)
+    if a.romfs is None:
+        a.romfs = bool(a.mp32)
     if a.mp32:
         b32 = mpunix.mp32_binary()
         if b32 is None:
@@ -697,7 +732,7 @@ def main(argv=None):
         b = VBoard(a.dir, id=a.id, broker=a.broker, control_port=a.control_port, pty_link=a.pty_link,
                    heap=a.heap, fresh=a.fresh, keys=a.key, config=config,
                    echo=None if a.quiet else sys.stdout, wdt_ms=a.wdt_ms, blank=a.blank, ocpp=a.ocpp,
-                   ocpp_mfr_root=a.ocpp_mfr_root)
+                   ocpp_mfr_root=a.ocpp_mfr_root, romfs=a.romfs)
     except ValueError as e:
         ap.error(str(e))
 

@@ -259,10 +259,14 @@ class SimCtl:
         if vh is not None:
             rep["reset_cause"] = vh.reset_cause
             rep["device_id"] = vh.device_id
-            rep["rom_alloc"] = getattr(vh, "rom_alloc", 0)   # the vboard ROM's share of mem_alloc
+            # heap the emulated ROM partitions' mapping takes (flash on a board)
+            rep["rom_heap"] = getattr(vh, "rom_heap", 0)
+            rep["rom_script"] = getattr(vh, "rom_script", 0)   # the vboard ROM script's share
         a = self.agent
         if a is not None:
             a.status_into(rep)
+            bi = getattr(a, "bootinfo", None) or {}
+            rep["rom"] = bi.get("rom")     # True: code from the ROMFS image, else why not
         return rep
 
     # -- board life

@@ -11,7 +11,7 @@ import sys
 # firmware/ota/job.py (the job file's helpers, ~3 KB on mp32) is read at
 # start (resume) and by the chain; it is not kept loaded either
 _MODULES = ("health", "updater", "fetch", "image", "ed25519", "wnaf", "sha512", "bundle", "slots",
-            "evidence", "job")
+            "evidence", "romslot", "romfs", "job")
 _IDLE = "Idle"   # job.IDLE
 
 

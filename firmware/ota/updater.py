@@ -246,11 +246,13 @@ class UpdateJob:
         # none -> the fetcher refuses (fail closed)
         if not url.startswith("https:"):
             return None
+        path = _p(self.root, CA_FILE)
         try:
-            p = _p(self.root, CA_FILE)
-            n = min(os.stat(p)[6], 4096)   # read(4096) would take a 4 KB block for a ~0.5 KB DER
-            with open(p, "rb") as f:
-                return f.read(n) or None
+            n = os.stat(path)[6]
+            if not 0 < n <= 4096:
+                return None
+            with open(path, "rb") as f:
+                return f.read(n) or None    # its own size: no 4 KB block on a fragmented heap
         except OSError:
             return None
 
@@ -766,12 +768,36 @@ class UpdateJob:
         version = version_str(info.version)
         from firmware.ota import evidence   # after the unpack (heap: the deflate window is gone)
         evidence.write_evidence(slot, version, info.security_counter, _hex(info.hash), self.root)
+        self._rom(slot)
         boot.set_pending(slot, info.security_counter, self.trials, version, self.root)
         self._persist("rebooting")
         _remove(self._staging())
         self._st = _REBOOT
         self.reboot_requested = True
         self._report(INSTALL_REBOOTING)
+
+    def _rom(self, slot):
+        # the slot's ROMFS image into its own ROM partition, when the board
+        # has one (docs/memory.md "ROMFS slots"); never fails the update: the
+        # slot then boots from its files (or bootrom.py builds it at boot)
+        import sys
+        import vfs
+        if getattr(sys.modules.get("_vboard"), "rom_ioctl", None) is None and not hasattr(vfs, "rom_ioctl"):
+            return                          # no ROM partitions: nothing loaded
+        try:
+            from firmware.ota import romslot
+            io = romslot.own_partition(slot)
+            why = romslot.write(slot, self.root, io) if io is not None else None
+        except Exception as e:  # noqa (MemoryError too)
+            why = "%r" % (e,)
+        pkg = sys.modules.get("firmware.ota")
+        for m in ("romslot", "romfs"):
+            sys.modules.pop("firmware.ota." + m, None)
+            if pkg is not None and hasattr(pkg, m):
+                delattr(pkg, m)
+        if why:
+            print("update: ROM image of slot %s not written: %s" % (slot, why))
+        gc.collect()
 
     def _fail(self, status, reason):
         bundle.reserve(0)

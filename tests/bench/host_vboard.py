@@ -76,7 +76,9 @@ def _heap_rows(g, lane, aim=""):
     # live heap after gc: the whole process, the vboard ROM script's share
     # (allocated before boot.py runs; C on a real board) and the agent's
     # (boot.py, firmware, its objects) = the difference
-    total, rom = g["mem_alloc"], g.get("rom_alloc") or 0
+    # (rom_heap: the emulated ROM partitions' mapping, flash on a board; counted out too)
+    total = g["mem_alloc"] - (g.get("rom_heap") or 0)
+    rom = g.get("rom_script") or 0
     report("vboard heap in use, total incl. ROM%s (after gc)" % lane, total / 1024.0, "KB", "")
     report("vboard heap: ROM script's share%s (before boot.py)" % lane, rom / 1024.0, "KB", "")
     report("vboard heap: agent idle%s (total - ROM)" % lane, (total - rom) / 1024.0, "KB", aim)

@@ -3,7 +3,7 @@
 #
 #   micropython [-i] vboard_rom.py --flash IMG [--mode boot|repl] [--port N]
 #       [--hb FD] [--id ID] [--cause CAUSE] [--world FILE] [--block-size B]
-#       [--wdt MS]
+#       [--wdt MS] [--rom P0[,P1] --rom-size BYTES]
 #
 # It opens the flash image (LittleFS on a FileBlockDevice) and what it needs
 # from the host, then REPLACES the root filesystem with the flash, as a board
@@ -14,6 +14,12 @@
 #   --mode repl: mounts and returns; the host starts it with -i so that the
 #                unix port's own REPL (friendly, raw, raw-paste) serves
 #                mpremote. A soft reset there ends the process with code 0.
+# --rom: ROM partitions (ROMFS, bytecode executed in place) emulated in host
+# files (firmware/hal/simrom.py): Host.rom_ioctl answers as vfs.rom_ioctl does
+# on a board (boot.py/bootrom.py, firmware/ota/romslot.py use it). Their
+# "memory-mapped" contents are bytearrays allocated here before boot.py runs:
+# flash on a board, so the host adds their size to the process heap and heap
+# figures subtract Host.rom_heap (docs/vboard.md).
 # The host object registered as sys.modules['_vboard'] gives the firmware
 # (firmware/hal/simctl.py) the control port, power-cut injection, the
 # watchdog heartbeat and the exit codes.
@@ -53,9 +59,9 @@ class Host:
         # ({"agent": bool, "session": dict or None}; a board keeps that in
         # sys.modules, a virtual board's REPL is a new process)
         self.interrupted = None
-        # heap the ROM itself holds (this script, the flash driver, the host
-        # objects; C on a real board): gc.mem_alloc() before boot.py runs
-        self.rom_alloc = 0
+        self.rom_ioctl = None      # ROM partitions (--rom), else None: a board without
+        self.rom_heap = 0          # heap bytes their emulated mapping takes (flash on a board)
+        self.rom_script = 0        # heap this script holds when boot.py starts (set in main)
 
     def note_interrupted(self):
         """main.py ended (Ctrl-C): tell the host what ran, for the REPL after."""
@@ -113,7 +119,8 @@ class Host:
 
 def _args(argv):
     opts = {"--mode": "boot", "--port": "0", "--hb": "", "--id": "", "--cause": "power",
-            "--world": "", "--block-size": "4096", "--flash": "", "--wdt": "", "--interrupted": ""}
+            "--world": "", "--block-size": "4096", "--flash": "", "--wdt": "", "--interrupted": "",
+            "--rom": "", "--rom-size": "0"}
     i = 0
     while i < len(argv):
         k = argv[i]
@@ -172,6 +179,11 @@ def main():
             host.interrupted = json.loads(o["--interrupted"])
         except ValueError:
             host.interrupted = {"agent": None, "session": None}
+    if o["--rom"]:
+        from firmware.hal.simrom import SimRom, flash_gate
+        rom = SimRom(o["--rom"].split(","), int(o["--rom-size"]), gate=flash_gate(flash), create=True)
+        host.rom_ioctl = rom.ioctl
+        host.rom_heap = rom.heap_cost()
     _purge_host_modules()
     # everything from the host is open: '/' becomes the board's flash
     vfs.umount("/")
@@ -183,7 +195,9 @@ def main():
         return None
     import gc
     gc.collect()
-    host.rom_alloc = gc.mem_alloc()
+    # what this script (a board's C ROM) holds when boot.py starts, without the
+    # emulated ROM partitions' mapping (flash on a board): heap figures subtract both
+    host.rom_script = gc.mem_alloc() - host.rom_heap
     print("vboard: %s power-on (%s), %d bytes of heap free" % (o["--id"], o["--cause"], gc.mem_free()))
     try:
         _run("boot")
