@@ -180,7 +180,8 @@ class Agent:
             return None
         job = m.OnDemandUpdater(self.root, self.cfg.get("board"),
                                 self.bootinfo.get("version") or (0, 0, 0, 0), _wall_clock(),
-                                on_status=self._on_fw_status, before_install=self._quiesce)
+                                on_status=self._on_fw_status, before_install=self._quiesce,
+                                links_busy=self._links_busy)
         job.resume()
         return job
 
@@ -454,6 +455,14 @@ class Agent:
         self._reset_max = time.ticks_add(self._now, _RESET_MAX_MS)
         if self.evse.session is not None:
             self.evse.stop_session("reset")
+
+    def _links_busy(self):
+        # a connected link with messages not yet out (the update's INSTALLING among
+        # them): the install step holds its suspend a moment for them
+        for part in (self.link, self.ocpp):
+            if part is not None and getattr(part, "connected", False) and part.pending():
+                return True
+        return False
 
     def _quiesce(self):
         # the update's install step (charger idle): MQTT and OCPP traffic stops

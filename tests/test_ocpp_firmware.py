@@ -54,13 +54,14 @@ def test_TC_044_firmware_update(tmp_path):
         fw = lambda: [p["status"] for p in cs.calls("FirmwareStatusNotification", "cpf")]  # noqa
         cs.wait(lambda: "Installing" in fw(), 90, "download and install")
         b.wait_boots(boots + 1, 60)
-        # the install step suspended the link (buffers released) and it came
-        # back before the reboot: two connections in the boot that installed
+        # the install step held the link's suspend until Installing was out, then
+        # suspended it (buffers released) for the unpack; it reconnects at once,
+        # and with nothing left to send the reset may cut that reconnect
         con = b.console()
         i = con.rfind("version 0.1.0")
         j = con.find("power-on", i)
         j = len(con) if j < 0 else j
-        assert con.count("ocpp: connected", i, j) == 2, con[i:j][-3000:]
+        assert 1 <= con.count("ocpp: connected", i, j) <= 2, con[i:j][-3000:]
         cs.wait(lambda: len(cs.calls("BootNotification", "cpf")) >= 2, 60)
         assert cs.calls("BootNotification", "cpf")[-1]["firmwareVersion"] == "0.2.0"
         cs.wait(lambda: fw()[-1:] == ["Installed"], 60, "trial boot confirmed")

@@ -35,6 +35,7 @@ _SCHED = const(1)      # waiting for retrieveDateTime
 _REHASH = const(2)     # re-feeding the staged bytes after a reboot
 _DL = const(3)         # downloading
 _PAUSED = const(4)     # waiting retryInterval
+_HOLD_MS = const(5000)  # longest wait for the links to deliver before the unpack
 _WAIT = const(5)       # verified, waiting for idle + window + installDateTime
 _REBOOT = const(6)     # installed and set pending: the caller must reboot
 _PSTATE = {_SCHED: "sched", _REHASH: "dl", _DL: "dl", _PAUSED: "dl", _WAIT: "verified",
@@ -208,8 +209,15 @@ class UpdateJob:
     def __init__(self, root="/", keys=None, board=None, running_version=(0, 0, 0, 0), clock=None,
                  fetcher_factory=None, on_status=None, trials=3, max_size=2097152,
                  timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE,
-                 deadline_s=3600, min_rate=64, rate_window_ms=60000, before_install=None):
+                 deadline_s=3600, min_rate=64, rate_window_ms=60000, before_install=None,
+                 links_busy=None):
         self.root = boot._root(root)
+        # links_busy() -> True while a backend link still has messages in flight:
+        # the unpack waits for them (at most _HOLD_MS) after INSTALLING is reported,
+        # so that before_install's suspend does not cut a CALL (it would be sent
+        # again after the reconnect: a status reported twice)
+        self.links_busy = links_busy
+        self._hold = None
         # called right before the unpack (the charger is idle): the agent stops
         # its MQTT/OCPP traffic and releases their buffers (contiguous heap for
         # the deflate window); they reconnect after
@@ -258,6 +266,7 @@ class UpdateJob:
 
     def _reset(self):
         self._st = _NONE
+        self._hold = None
         self.job = None
         self._f = None
         self._file = None
@@ -731,10 +740,25 @@ class UpdateJob:
         inst = self.job.get("inst")
         now = self._wall()
         if not (idle and in_window) or (inst is not None and now is not None and now < inst):
+            if self._hold is not None:
+                self._hold = None               # a session began during the hold
+                self._wait_reported = False
             if not self._wait_reported:
                 self._wait_reported = True
                 self._report(INSTALL_SCHEDULED)
             return
+        if self.links_busy is not None:
+            import time
+            if self._hold is None:
+                self._hold = self._now
+                self._report(INSTALLING)
+                return
+            try:
+                busy = self.links_busy()
+            except Exception:  # noqa - a link that cannot say does not hold the install
+                busy = False
+            if busy and time.ticks_diff(self._now, self._hold) < _HOLD_MS:
+                return
         self._install()
 
     def _install(self):
@@ -746,7 +770,9 @@ class UpdateJob:
         self._f = self._v = None
         gc.collect()
         self._persist("installing")
-        self._report(INSTALLING)
+        if self._hold is None:
+            self._report(INSTALLING)
+        self._hold = None
         if self.before_install is not None:
             try:
                 self.before_install()
