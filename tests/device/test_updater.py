@@ -402,6 +402,58 @@ def test_install_waits_for_idle_charger_and_window():
     mptest.eq(log.statuses()[-3:], ["InstallScheduled", "Installing", "InstallRebooting"])
 
 
+def test_install_holds_the_suspend_while_links_deliver_at_most_5_s():
+    # INSTALLING is reported first; the unpack (and before_install's suspend of the
+    # links) waits while links_busy() is true, at most 5 s, and a session that
+    # begins during the hold puts the job back to InstallScheduled
+    log = Log()
+    busy = [True]
+    calls = []
+    job = _job(log, links_busy=lambda: busy[0], before_install=lambda: calls.append(1))
+    job.start(_req("v2.img"))
+    clk = VClock()
+    drive(job, clk, idle=False, stop=lambda j: j.status() == "InstallScheduled")
+    mptest.eq(job.poll(clk.t, True, True), False)
+    mptest.eq(job.status(), "Installing")
+    for _ in range(20):                       # 4.9 s of virtual time, links busy
+        clk.t += 245
+        mptest.eq(job.poll(clk.t, True, True), False)
+    mptest.eq(calls, [])
+    mptest.eq(boot.read_record(R).pending, None)
+    # a session begins: back to waiting, nothing installed
+    mptest.eq(job.poll(clk.t, False, True), False)
+    mptest.eq(job.status(), "InstallScheduled")
+    # idle again; the links flush: the install runs at once
+    mptest.eq(job.poll(clk.t, True, True), False)
+    busy[0] = False
+    clk.t += 10
+    mptest.true(job.poll(clk.t, True, True), log.items[-3:])
+    mptest.eq(calls, [1])
+    st = log.statuses()
+    mptest.eq(st[-1], "InstallRebooting")
+    mptest.eq(st.count("Installing"), 2)      # once per hold
+    mptest.eq(boot.read_record(R).pending, "b")
+
+
+def test_install_hold_ends_after_5_s_of_busy_links():
+    log = Log()
+    calls = []
+    job = _job(log, links_busy=lambda: True, before_install=lambda: calls.append(1))
+    job.start(_req("v2.img"))
+    clk = VClock()
+    drive(job, clk, idle=False, stop=lambda j: j.status() == "InstallScheduled")
+    mptest.eq(job.poll(clk.t, True, True), False)
+    t0 = clk.t
+    done = False
+    while not done and clk.t - t0 < 6000:
+        clk.t += 100
+        done = job.poll(clk.t, True, True)
+    mptest.true(done)
+    mptest.true(5000 <= clk.t - t0 <= 5100, clk.t - t0)
+    mptest.eq(calls, [1])
+    mptest.eq(log.statuses().count("Installing"), 1)
+
+
 def test_new_request_cancels_download_but_not_a_pending_install():
     job = _job()
     job.start(_req("v2.img", rid=1))
