@@ -28,6 +28,8 @@ from tools.vboard import VBoard, VBoardError  # noqa: E402
 
 HEAP = "128K"
 N = int(os.environ.get("EVSE_ROMFS_N", "3"))      # updates of each size per board
+LANES = os.environ.get("EVSE_ROMFS_LANES", "mp32,mp64").split(",")    # e.g. mp32
+CASES = os.environ.get("EVSE_ROMFS_CASES", "offline,mqtt").split(",")  # e.g. mqtt
 _FAILED = ("InstallationFailed", "DownloadFailed", "InvalidSignature", "InstallVerificationFailed")
 
 
@@ -111,10 +113,14 @@ def run_lane(tmp, lane, pub, port, rels, broker):
         report("romfs board idle, vboard ROM script share (%s)" % tag, script, "KB", "C on a board")
         report("romfs board code from ROM (%s)" % tag, str(g.get("rom")), "", "True")
         ok = {False: 0, True: 0}
+        secs = {False: [], True: []}
         why = []
         for i, (name, big, size) in enumerate(rels):
+            t0 = time.monotonic()
             good, w = _update(b, port, name, i + 1)
             ok[big] += good
+            if good:
+                secs[big].append(time.monotonic() - t0)
             if not good:
                 why.append("%s: %s" % ("1M" if big else "fw", w))
                 sys.stderr.write("  %s update %s failed: %s\n" % (tag, name, w))
@@ -123,6 +129,10 @@ def run_lane(tmp, lane, pub, port, rels, broker):
                "%d/%d" % (ok[False], N), "", "all")
         report("complete updates at %s, %d KiB image (%s)" % (HEAP, sizes[True] // 1024, tag),
                "%d/%d" % (ok[True], N), "", "all")
+        for big in (False, True):
+            if secs[big]:
+                report("complete update time at %s, %d KiB image (%s), max of %d" % (
+                    HEAP, sizes[big] // 1024, tag, len(secs[big])), max(secs[big]), "s")
         if why:
             report("romfs update failures (%s)" % tag, "; ".join(why)[:200])
     finally:
@@ -144,9 +154,10 @@ def main():
             broker = "127.0.0.1:%d" % bport
             time.sleep(0.5)
         lanes = []
-        if mpunix.mp32_binary():
+        if mpunix.mp32_binary() and "mp32" in LANES:
             lanes.append(("mp32", mpunix.mp32_binary()))
-        lanes.append(("mp64", None))
+        if "mp64" in LANES:
+            lanes.append(("mp64", None))
         for lane, binary in lanes:
             if binary:
                 os.environ["MICROPYTHON"] = binary
@@ -154,7 +165,10 @@ def main():
                 os.environ.pop("MICROPYTHON", None)
                 if old:
                     os.environ["MICROPYTHON"] = old
-            for br in (None, broker) if broker else (None,):
+            if broker is None and "mqtt" in CASES:
+                report("romfs board, MQTT connected (%s)" % lane, "skipped: no mosquitto")
+            for br in [b for c, b in (("offline", None), ("mqtt", broker))
+                       if c in CASES and (c == "offline" or broker)]:
                 run_lane(tmp, lane, pub, port, rels, br)
         srv.shutdown()
     finally:
