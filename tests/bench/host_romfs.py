@@ -182,7 +182,10 @@ def main():
             os.environ.pop("MICROPYTHON", None)
         else:
             os.environ["MICROPYTHON"] = old
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("EVSE_ROMFS_KEEP"):
+            sys.stderr.write("romfs bench: boards kept in %s\n" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
