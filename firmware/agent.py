@@ -180,7 +180,8 @@ class Agent:
             return None
         job = m.OnDemandUpdater(self.root, self.cfg.get("board"),
                                 self.bootinfo.get("version") or (0, 0, 0, 0), _wall_clock(),
-                                on_status=self._on_fw_status, before_install=self._quiesce)
+                                on_status=self._on_fw_status, before_install=self._quiesce,
+                                feed=self._feed_wdt)
         job.resume()
         return job
 
@@ -454,6 +455,12 @@ class Agent:
         self._reset_max = time.ticks_add(self._now, _RESET_MAX_MS)
         if self.evse.session is not None:
             self.evse.stop_session("reset")
+
+    def _feed_wdt(self):
+        # the install step's progress (updater `feed`): one long step, the
+        # charger idle; a hung agent (hang()) is not fed
+        if not self._hung:
+            self.board.wdt_feed()
 
     def _quiesce(self):
         # the update's install step (charger idle): MQTT and OCPP traffic stops
