@@ -66,7 +66,24 @@ def _idle(b):
     return (g["mem_alloc"] - g["rom_heap"] - g["rom_script"]) / 1024.0, g["rom_script"] / 1024.0, g
 
 
+def _settled(b):
+    # before the next request: a job resumed after a reset (it re-checks its
+    # staged image, then installs) or a trial still running is let finish, so
+    # that one fault does not turn the rest of the series into "busy" refusals
+    end = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < end:
+        try:
+            g = b.get(timeout=5)
+        except VBoardError:
+            time.sleep(0.5)
+            continue
+        if g.get("trial") is False and g.get("firmware") in ((None, "Idle", "Installed") + _FAILED):
+            return
+        time.sleep(0.5)
+
+
 def _update(b, port, name, rid):
+    _settled(b)
     boots = b.boots
     try:
         r = b.control("command", name="update_firmware", payload={
