@@ -181,7 +181,7 @@ class Agent:
         job = m.OnDemandUpdater(self.root, self.cfg.get("board"),
                                 self.bootinfo.get("version") or (0, 0, 0, 0), _wall_clock(),
                                 on_status=self._on_fw_status, before_install=self._quiesce,
-                                links_busy=self._links_busy)
+                                links_busy=self._links_busy, feed=self._feed_wdt)
         job.resume()
         return job
 
@@ -463,6 +463,12 @@ class Agent:
             if part is not None and getattr(part, "connected", False) and part.pending():
                 return True
         return False
+
+    def _feed_wdt(self):
+        # the install step's progress (updater `feed`): one long step, the
+        # charger idle; a hung agent (hang()) is not fed
+        if not self._hung:
+            self.board.wdt_feed()
 
     def _quiesce(self):
         # the update's install step (charger idle): MQTT and OCPP traffic stops

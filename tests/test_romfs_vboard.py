@@ -3,13 +3,19 @@ heap): the first boot builds slot a's ROMFS image into its ROM partition
 (bootrom.py with firmware/ota/romslot.py) and runs the agent from it; the
 board charges; an update (download from tools.serve, verify, install, the new
 slot's image written into its own partition) boots slot b on trial from ROM,
-and the trial is confirmed. Offline board (no MQTT): the update is started
-through the control channel's `command`, as MQTT would."""
+and the trial is confirmed. The MQTT link is connected to the test broker
+(tests/prep/broker.py) all along: the update is started by the backend's
+cmd/update_firmware over the broker, the link stays up while the OTA chain
+loads and verifies, and it is up again on the new slot (the offline board
+and series of updates of both sizes: tests/bench/host_romfs.py)."""
 import datetime
+import json
 import os
+import time
 
 import pytest
 
+from tests.prep import broker as B
 from tools import keys, mpunix, release, serve
 from tools.vboard import VBoard
 
@@ -19,7 +25,12 @@ def _now():
         .replace("+00:00", "Z")
 
 
-def test_romfs_board_boots_from_rom_charges_and_updates_at_128k(tmp_path, monkeypatch):
+def _msgs(be, topic):
+    with be.lock:
+        return [json.loads(p) for t, p, _ in be.msgs if t == topic and p]
+
+
+def test_romfs_board_boots_from_rom_charges_and_updates_at_128k_with_mqtt(tmp_path, monkeypatch):
     b32 = mpunix.mp32_binary()
     if b32 is None:
         pytest.skip("no 32-bit MicroPython (build one with ../shared/mp32/build.sh, or MP32=path)")
@@ -28,12 +39,19 @@ def test_romfs_board_boots_from_rom_charges_and_updates_at_128k(tmp_path, monkey
     out = tmp_path / "rel"
     img, _, _ = release.build(pem, "0.2.0", "sim", out=str(out))
     srv, port = serve.serve(str(out))
+    (tmp_path / "broker").mkdir()
+    br = B.Broker(str(tmp_path / "broker"))
+    br.start()
+    be = B.Backend(br.port)
     b = VBoard(str(tmp_path / "vb"), id="vbr", heap="128K", romfs=True, keys=[pub], wdt_ms=3000,
-               config={"mqtt": {"host": ""}, "health": {"trial_s": 10}})
+               broker="127.0.0.1:%d" % br.port,
+               config={"mqtt": {"user": B.USER, "password": B.PASSWORD}, "health": {"trial_s": 10}})
     b.start()
     try:
         b.wait_output("agent: vbr", 60)
         assert "boot: slot a code from ROM" in b.console()
+        b.wait_for(lambda: b.get().get("link") == "up", 20, what="MQTT link up")
+        time.sleep(1)      # the connect's discovery round and retained topics are out
         g = b.control("get", gc=True)
         assert g["rom"] is True and g["slot"] == "a"
         assert g["rom_heap"] == 2 * 192 * 1024
@@ -45,11 +63,16 @@ def test_romfs_board_boots_from_rom_charges_and_updates_at_128k(tmp_path, monkey
         b.control("unplug")
         b.wait_for({"relay": False}, 20)
         boots = b.boots
-        r = b.control("command", name="update_firmware", payload={
+        be.client.publish("evse/vbr/cmd/update_firmware", json.dumps({
             "id": "u1", "requestId": 5, "retrieveDateTime": _now(),
-            "location": "http://127.0.0.1:%d/%s" % (port, os.path.basename(img))})
-        assert r["reply"] == {"id": "u1", "ok": True}
+            "location": "http://127.0.0.1:%d/%s" % (port, os.path.basename(img))}), qos=1)
+        b.wait_for(lambda: {"id": "u1", "ok": True} in _msgs(be, "evse/vbr/reply"), 20,
+                   what="the command's reply over MQTT")
         b.wait_boots(boots + 1, 60)
+        st = [m.get("status") for m in _msgs(be, "evse/vbr/firmware")]
+        # the chain loaded, downloaded and verified with the link up (its
+        # statuses reached the broker before the install step suspended it)
+        assert "Downloading" in st and "SignatureVerified" in st, sorted(set(st))
         b.wait_output("boot: slot b code from ROM", 30)
         g = b.wait_for(lambda: (lambda g: g if g.get("version") == "0.2.0" else None)(b.get()), 30)
         assert g["slot"] == "b" and g["rom"] is True
@@ -57,6 +80,12 @@ def test_romfs_board_boots_from_rom_charges_and_updates_at_128k(tmp_path, monkey
         g = b.get()
         assert (g["slot"], g["version"], g["trial"], g["rom"]) == ("b", "0.2.0", False, True)
         assert "import failed" not in b.console() and "not written" not in b.console()
+        assert "MemoryError" not in b.console()
+        b.wait_for(lambda: b.get().get("link") == "up", 20, what="MQTT link up on slot b")
+        b.wait_for(lambda: "Installed" in [m.get("status") for m in _msgs(be, "evse/vbr/firmware")],
+                   20, what="Installed over MQTT from slot b")
     finally:
         b.stop()
         srv.shutdown()
+        be.stop()
+        br.stop()

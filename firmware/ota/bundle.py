@@ -29,6 +29,13 @@ _DIR = const(0x4000)
 
 _RESERVE = const(3584)    # a 2 KB window (wbits 11) + the decompressor state (3.4 KB measured)
 _reserve = [None]
+# fn() called after every chunk written by copy() (the updater's `feed`: the
+# install is one long step, the agent's watchdog is fed on progress)
+_tick = [None]
+
+
+def on_chunk(fn):
+    _tick[0] = fn
 
 
 def reserve(n=_RESERVE):
@@ -240,6 +247,9 @@ class Reader:
             h.update(part)
             out.write(part)
             left -= n
+            t = _tick[0]
+            if t is not None:
+                t()
         if e.flags == FLAG_DEFLATE:
             try:
                 extra = src.readinto(mv[:1])

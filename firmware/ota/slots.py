@@ -197,6 +197,9 @@ def _hash_file(p, buf):
     with open(p, "rb") as f:
         while True:
             n = f.readinto(buf)
+            t = bundle._tick[0]
+            if t is not None:
+                t()
             if not n:
                 break
             n_total += n

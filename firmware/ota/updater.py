@@ -210,7 +210,7 @@ class UpdateJob:
                  fetcher_factory=None, on_status=None, trials=3, max_size=2097152,
                  timeout_ms=30000, persist_every=16384, bufsize=1024, reserve=_RESERVE,
                  deadline_s=3600, min_rate=64, rate_window_ms=60000, before_install=None,
-                 links_busy=None):
+                 links_busy=None, feed=None):
         self.root = boot._root(root)
         # links_busy() -> True while a backend link still has messages in flight:
         # the unpack waits for them (at most _HOLD_MS) after INSTALLING is reported,
@@ -222,6 +222,9 @@ class UpdateJob:
         # its MQTT/OCPP traffic and releases their buffers (contiguous heap for
         # the deflate window); they reconnect after
         self.before_install = before_install
+        # called on progress during the install step (one long step: unpack,
+        # slot check, ROM image): the agent feeds its watchdog
+        self.feed = feed
         self.keys = keys                  # None: read trust/keys.bin for each job
         self.board = board
         self.running = version_tuple(running_version)
@@ -779,22 +782,31 @@ class UpdateJob:
             except Exception as e:  # noqa - the install goes on with the links as they are
                 print("updater: before_install: %r" % (e,))
             gc.collect()
+        bundle.on_chunk(self.feed)
         try:
-            m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
-                              self.root, self.board, version_str(info.version), self.reserve,
-                              buf=self._buf)
-            bundle.reserve(0)
-        except Exception as e:  # BundleError, SlotError, OSError: the slot is left unbootable
-            self._fail(INSTALLATION_FAILED, "install: %s" % e)
-            return
-        if not slots.verify_slot(slot, self.root):
-            self._fail(INSTALLATION_FAILED, "install: slot does not match its manifest")
-            return
+            try:
+                m = slots.install(slot, self._staging(), info.header_size, info.payload_size,
+                                  self.root, self.board, version_str(info.version), self.reserve,
+                                  buf=self._buf)
+                bundle.reserve(0)
+            except Exception as e:  # BundleError, SlotError, OSError: the slot is left unbootable
+                self._fail(INSTALLATION_FAILED, "install: %s" % e)
+                return
+            if not slots.verify_slot(slot, self.root):
+                self._fail(INSTALLATION_FAILED, "install: slot does not match its manifest")
+                return
+        finally:
+            bundle.on_chunk(None)
+        fd = self.feed
+        if fd is not None:
+            fd()
         # the signed header's version is what the slot runs (not the MANIFEST's)
         version = version_str(info.version)
         from firmware.ota import evidence   # after the unpack (heap: the deflate window is gone)
         evidence.write_evidence(slot, version, info.security_counter, _hex(info.hash), self.root)
         self._rom(slot)
+        if fd is not None:
+            fd()
         boot.set_pending(slot, info.security_counter, self.trials, version, self.root)
         self._persist("rebooting")
         _remove(self._staging())

@@ -104,6 +104,16 @@ def test_install_step_suspends_the_links():
             sys.modules["firmware.ota.ondemand"] = had
     a.updater.kw["before_install"]()   # what OnDemandUpdater passes on to the UpdateJob
     mptest.eq(calls, [("mqtt", a._now)])
+    # the install step feeds the watchdog on its progress (updater `feed`), not a hung agent
+    if a.board.wdt_timeout_ms is None:
+        a.board.wdt_start(3000)
+    n = a.board.wdt_feeds
+    a.updater.kw["feed"]()
+    mptest.eq(a.board.wdt_feeds, n + 1)
+    a.hang()
+    a.updater.kw["feed"]()
+    mptest.eq(a.board.wdt_feeds, n + 1)
+    a._hung = False
     link.connected = False
     link.resuming = True
     link.pending = lambda: 1

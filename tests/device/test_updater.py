@@ -171,10 +171,15 @@ def _untouched():
 
 def test_full_update_trial_then_confirm():
     log = Log()
-    job = _job(log)
+    fed = []
+    # the install step is one long step: `feed` (the agent's watchdog) on its progress
+    job = _job(log, feed=lambda: fed.append(log.statuses()[-1]))
     mptest.eq(job.start(_req("v2.img")), "Accepted")
     clk = VClock()
     mptest.true(drive(job, clk), "reboot requested")
+    mptest.true(len(fed) >= 3 and set(fed) == {"Installing"}, fed)
+    from firmware.ota import bundle
+    mptest.eq(bundle._tick[0], None)      # the hook is gone after the install
     mptest.eq(log.statuses(), ["Downloading", "Downloaded", "SignatureVerified", "Installing",
                                "InstallRebooting"])
     mptest.true(all(i[1] == 7 for i in log.items), "request id on every status")
