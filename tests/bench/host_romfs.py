@@ -154,7 +154,7 @@ def run_lane(tmp, lane, pub, port, rels, broker):
                 report("complete update time at %s, %d KiB image (%s), max of %d" % (
                     HEAP, sizes[big] // 1024, tag, len(secs[big])), max(secs[big]), "s")
         if why:
-            report("romfs update failures (%s)" % tag, "; ".join(why)[:200])
+            report("romfs update failures (%s)" % tag, "; ".join(w[:40] for w in why[:2])[:90])
     finally:
         b.stop()
 
