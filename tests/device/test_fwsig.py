@@ -1,4 +1,6 @@
-# mptest: prep=tests.prep.x509_certs:make
+# mptest: prep=tests.prep.x509_certs:make heapsize=112K
+# Heap: 112K, not 96K: the Ed25519 certificate case found no 2.8 KB block at 96K on
+# mp64 now and then (the layout shifts with the length of the prep directory's path).
 # The SignedUpdateFirmware checks of firmware/ota/fwsig.py on certificates and
 # signatures made by `cryptography` (tests/prep/x509_certs.py): the signing
 # certificate against the Manufacturer roots at the wall clock (InvalidCert-
@@ -110,21 +112,28 @@ def test_the_check_gives_its_modules_back():
                 delattr(pkg, m)
     global fwsig
     fwsig = None
-    drop()
-    gc.collect()
-    a0 = gc.mem_alloc()
-    f0 = gc.mem_free()
-    from firmware.ota import fwsig as fs
-    key = fs.check_request(pem, sig, roots, NOW)
-    gc.collect()
-    loaded = gc.mem_alloc() - a0
-    fs = None
-    drop()
-    gc.collect()
-    kept = gc.mem_alloc() - a0
-    print("fwsig check: %d B loaded (fwsig+x509+ecdsa_p256+wnaf), %d B kept after the drop, "
-          "heap free before %d" % (loaded, kept, f0))
-    mptest.true(key.startswith("p256:"), key)
-    mptest.true(kept < 512, kept)
-    from firmware.ota import fwsig as again
-    fwsig = again
+    try:
+        # twice: the first load may grow MicroPython's qstr pool (interned
+        # names stay for good, how much depends on what was interned before);
+        # from then on a check leaves nothing behind
+        for rnd in (1, 2):
+            drop()
+            gc.collect()
+            a0 = gc.mem_alloc()
+            f0 = gc.mem_free()
+            from firmware.ota import fwsig as fs
+            key = fs.check_request(pem, sig, roots, NOW)
+            gc.collect()
+            loaded = gc.mem_alloc() - a0
+            fs = None
+            drop()
+            gc.collect()
+            kept = gc.mem_alloc() - a0
+            print("fwsig check %d: %d B loaded (fwsig+x509+ecdsa_p256+wnaf), %d B kept after "
+                  "the drop, heap free before %d" % (rnd, loaded, kept, f0))
+            mptest.true(key.startswith("p256:"), key)
+            mptest.true(loaded > 4096, loaded)
+        mptest.true(kept < 512, kept)
+    finally:
+        from firmware.ota import fwsig as again
+        fwsig = again

@@ -243,7 +243,11 @@ def test_install_heap_does_not_grow_with_size():
         del bundle.open
     mptest.true(slots.verify_slot("b", R))
     mptest.true(0 < peaks[0] < 16 * 1024 and 0 < peaks[1] < 16 * 1024, peaks)
-    mptest.true(abs(peaks[1] - peaks[0]) <= 512, "grows with size", peaks)
+    # 16x the content, at most one deflate window + decompressor state (3.5 KB)
+    # apart: where the freed deflate reserve lands decides whether the window
+    # reuses it, and that shifts with the heap layout (even the length of the
+    # test directory's path), not with the size
+    mptest.true(abs(peaks[1] - peaks[0]) <= 3584, "grows with size", peaks)
 
 
 # ---- refusals before the wipe: versions that disagree, free space (issue 13.7, 10 §3) ----
