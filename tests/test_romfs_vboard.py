@@ -71,8 +71,11 @@ def test_romfs_board_boots_from_rom_charges_and_updates_at_128k_with_mqtt(tmp_pa
         b.wait_boots(boots + 1, 60)
         st = [m.get("status") for m in _msgs(be, "evse/vbr/firmware")]
         # the chain loaded, downloaded and verified with the link up (its
-        # statuses reached the broker before the install step suspended it)
-        assert "Downloading" in st and "SignatureVerified" in st, sorted(set(st))
+        # statuses reached the broker before the install step suspended it;
+        # the firmware topic is retained, latest value first: a status that is
+        # followed by the next one within a poll may be coalesced away)
+        assert "Downloading" in st and ("SignatureVerified" in st or "Installing" in st), \
+            sorted(set(st))
         b.wait_output("boot: slot b code from ROM", 30)
         g = b.wait_for(lambda: (lambda g: g if g.get("version") == "0.2.0" else None)(b.get()), 30)
         assert g["slot"] == "b" and g["rom"] is True
