@@ -18,7 +18,8 @@ _DIR = 0x4000
 _MNT = "/flash"
 
 
-def _copy_tree(src, dst, buf):
+def _copy_tree(src, dst, buf, atomic=False):
+    # atomic: each file written as <name>.tmp, then renamed (an existing flash)
     n = 0
     for ent in os.ilistdir(src):
         name, kind = ent[0], ent[1]
@@ -28,14 +29,17 @@ def _copy_tree(src, dst, buf):
                 os.mkdir(d)
             except OSError:
                 pass
-            n += _copy_tree(s, d, buf)
+            n += _copy_tree(s, d, buf, atomic)
         else:
-            with open(s, "rb") as fi, open(d, "wb") as fo:
+            out = d + ".tmp" if atomic else d
+            with open(s, "rb") as fi, open(out, "wb") as fo:
                 while True:
                     k = fi.readinto(buf)
                     if not k:
                         break
                     fo.write(buf if k == len(buf) else memoryview(buf)[:k])
+            if atomic:
+                os.rename(out, d)
             n += 1
     return n
 
@@ -78,26 +82,10 @@ def put(img, src):
     dev = FileBlockDevice(img, 4096)
     vfs.mount(vfs.VfsLfs2(dev, readsize=32, progsize=32, lookahead=32), _MNT)
     try:
-        _put_tree(src, _MNT)
+        _copy_tree(src, _MNT, bytearray(1024), True)
     finally:
         vfs.umount(_MNT)
         dev.close()
-
-
-def _put_tree(src, dst):
-    for ent in os.ilistdir(src):
-        name, kind = ent[0], ent[1]
-        s, d = src + "/" + name, dst + "/" + name
-        if kind == _DIR:
-            try:
-                os.mkdir(d)
-            except OSError:
-                pass
-            _put_tree(s, d)
-        else:
-            with open(s, "rb") as fi, open(d + ".tmp", "wb") as fo:
-                fo.write(fi.read())
-            os.rename(d + ".tmp", d)
 
 
 def main(argv):
